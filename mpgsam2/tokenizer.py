@@ -1,0 +1,101 @@
+"""The XLM-R sentencepiece tokenizer of the official set-up (BEiT-3's ``beit3.spm``).
+
+The official model loads transformers' slow ``XLMRobertaTokenizer`` on ``beit3.spm``, sets the padding token
+to ``<unk>`` and adds ``[SEG]``; the expression is encoded raw (no lower-casing) as
+``[<s>, pieces..., </s>]`` with the fairseq id mapping, and every id equal to the padding id is masked out of
+attention (so a real ``<unk>`` is too: an official quirk, kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SPM_NAMES = ("sentencepiece.bpe.model", "beit3.spm", "spm.model", "tokenizer.model")
+
+
+class TokenizerError(ValueError):
+    """The tokenizer files are missing or unusable."""
+
+
+@dataclass(frozen=True)
+class EncodedExpression:
+    text: str
+    input_ids: torch.Tensor  # (L,) int64
+    padding: torch.Tensor  # (L,) bool, True where the official attention mask is off
+    truncated: bool
+
+
+class ExpressionTokenizer:
+    """Wraps a transformers XLM-R tokenizer with the official MPG-SAM 2 conventions."""
+
+    def __init__(self, tokenizer, max_tokens: int = 1022):
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def encode(self, text: str) -> EncodedExpression:
+        """Token ids of ``text`` as the official model sees them, cut to ``max_tokens`` if longer."""
+        ids = self.tokenizer(text).input_ids
+        truncated = len(ids) > self.max_tokens
+        if truncated:
+            logger.warning(
+                "The expression has %d tokens; BEiT-3 numbers at most %d, so it was cut.", len(ids), self.max_tokens
+            )
+            ids = ids[: self.max_tokens - 1] + ids[-1:]
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        return EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated)
+
+
+def _spm_in(folder: Path) -> Path | None:
+    for name in SPM_NAMES:
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*.spm")) + sorted(folder.glob("*.model"))
+    return found[0] if found else None
+
+
+def load_tokenizer(path: str | os.PathLike, max_tokens: int = 1022) -> ExpressionTokenizer:
+    """Load from a sentencepiece file (``beit3.spm``) or a checkpoint folder holding one."""
+    from transformers import XLMRobertaTokenizer
+
+    path = Path(path)
+    if path.is_dir() and (path / "tokenizer_config.json").is_file() and _spm_in(path) is not None:
+        folder, cleanup = path, None
+    else:
+        spm = _spm_in(path) if path.is_dir() else path
+        if spm is None or not spm.is_file():
+            raise TokenizerError(f"No sentencepiece model (beit3.spm / sentencepiece.bpe.model) at {path}.")
+        # transformers 5 only builds the sentencepiece-backed tokenizer from a folder with this file name.
+        cleanup = tempfile.mkdtemp(prefix="mpgsam2-tok-")
+        folder = Path(cleanup)
+        shutil.copyfile(spm, folder / "sentencepiece.bpe.model")
+    try:
+        tokenizer = XLMRobertaTokenizer.from_pretrained(str(folder))
+    except Exception as error:
+        raise TokenizerError(f"Could not load the sentencepiece tokenizer from {path}: {error}") from error
+    finally:
+        if cleanup:
+            shutil.rmtree(cleanup, ignore_errors=True)
+    # A tokenizer built without the sentencepiece model has only the 5 special tokens and maps every word to
+    # <unk>; refuse it rather than segment with meaningless ids.
+    if len(tokenizer) <= 5:
+        raise TokenizerError(f"The tokenizer from {path} has no vocabulary ({len(tokenizer)} tokens).")
+    tokenizer.pad_token = tokenizer.unk_token
+    if "[SEG]" not in tokenizer.get_vocab():
+        tokenizer.add_tokens("[SEG]")
+    return ExpressionTokenizer(tokenizer, max_tokens=max_tokens)
