@@ -182,7 +182,7 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
         raise CheckpointError(f"Unknown Hiera trunk: width {hiera_width}, {blocks} blocks.")
     sam2_hints = {k: v for k, v in hints.get("sam2", {}).items() if k in ("image_size",)}
     sam2 = SAM2Config(hiera=hiera, **sam2_hints)
-    name = {1024: "large", 768: "base"}.get(width, "custom")
+    name = hints.get("name") or {1024: "large", 768: "base"}.get(width, "custom")
     return MPGSAM2Config(name=name, beit3=beit3, mask_prior=mask_prior, aggregator=aggregator, sam2=sam2)
 
 

@@ -107,7 +107,16 @@ class MPGSAM2(nn.Module):
         return to_official(self.state_dict())
 
 
-def build_model(preset: str | MPGSAM2Config = "large") -> MPGSAM2:
-    """A randomly initialised model of a named preset (``"large"``, ``"base"``, ``"test"``) or a config."""
+def build_model(preset: str | MPGSAM2Config = "large", seed: int | None = None) -> MPGSAM2:
+    """A randomly initialised model of a named preset (``"large"``, ``"base"``, ``"test"``) or a config.
+
+    With ``seed``, the weights follow :func:`mpgsam2.random_init.randomize_` (deterministic, objects
+    "present"); without, PyTorch's default initialisation.
+    """
     config = get_config(preset) if isinstance(preset, str) else preset
-    return MPGSAM2(config).eval()
+    model = MPGSAM2(config).eval()
+    if seed is not None:
+        from .random_init import randomize_
+
+        randomize_(model, seed)
+    return model

@@ -1,0 +1,141 @@
+"""Shapes, conventions and device/dtype handling of each component, on the tiny "test" preset."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from mpgsam2.aggregator import HierarchicalAggregator
+from mpgsam2.beit3 import BEiT3
+from mpgsam2.config import AggregatorConfig, MPGSAM2Config, get_config
+from mpgsam2.devices import autocast, parse_dtype, pick_device
+
+
+def test_presets_derive_their_sizes():
+    large = get_config("large")
+    assert large.beit3.grid_size == 14 and large.beit3.num_vision_tokens == 197
+    assert large.beit3.vision_position_rows == 199 and large.beit3.max_text_tokens == 1022
+    assert large.sam2.embedding_size == 64 and large.sam2.low_res_mask_size == 256
+    assert large.sam2.hiera.channels == (1152, 576, 288, 144)
+    base = get_config("base")
+    assert base.beit3.embed_dim == base.mask_prior.width == 768
+    with pytest.raises(ValueError, match="Unknown preset"):
+        get_config("huge")
+
+
+@pytest.mark.parametrize("preset", ["large", "base", "test"])
+def test_config_round_trips_through_a_dict(preset):
+    config = get_config(preset)
+    assert MPGSAM2Config.from_dict(config.to_dict()) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.name = "x"
+
+
+def test_beit3_shapes_and_padding(test_model):
+    beit3: BEiT3 = test_model.multimodal_encoder
+    images = torch.randn(2, 3, 224, 224)
+    ids = torch.tensor([[0, 10, 11, 12, 2], [0, 10, 11, 12, 2]])
+    with torch.inference_mode():
+        out = beit3(images, ids)
+        assert out.hidden.shape == (2, 197 + 5, 64)
+        assert out.class_token.shape == (2, 64) and out.visual_tokens.shape == (2, 196, 64)
+        assert out.text_tokens.shape == (2, 5, 64)
+        # A padded token is invisible to every other token: padding a shorter sequence changes nothing else.
+        short = beit3(images[:1], ids[:1, :4])
+        padding = torch.tensor([[False, False, False, False, True]])
+        padded = beit3(images[:1], torch.tensor([[0, 10, 11, 12, 3]]), padding)
+        torch.testing.assert_close(padded.hidden[:, :201], short.hidden, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="text tokens"):
+            beit3(images[:1], torch.zeros(1, 2000, dtype=torch.long))
+
+
+def test_mask_prior_outputs(test_model):
+    frames = 3
+    images = torch.randn(1, 3, 224, 224).expand(frames, -1, -1, -1)
+    ids = torch.tensor([0, 10, 11, 2])
+    with torch.inference_mode():
+        context, _ = test_model.encode_clip(images, ids, chunk_size=2)
+    assert context.priors.shape == context.prior_logits.shape == (frames, 14, 14)
+    assert bool(((context.priors > 0) & (context.priors < 1)).all())
+    torch.testing.assert_close(context.priors, torch.sigmoid(context.prior_logits))
+    assert context.mask_embeddings.shape == (frames, 196, 256)
+    assert context.sparse_prompts.shape == (frames, 256) and context.text_features.shape == (frames, 4, 256)
+    # Identical frames differ only by the temporal code, which is the same at every position of a frame.
+    delta = context.mask_embeddings[1] - context.mask_embeddings[0]
+    torch.testing.assert_close(delta, delta[:1].expand_as(delta), atol=1e-5, rtol=0)
+    assert delta.abs().max() > 0.1
+
+
+def test_patch_merge_channel_order():
+    aggregator = HierarchicalAggregator(AggregatorConfig(), dim=8)
+    with torch.no_grad():
+        aggregator.patch_merge.weight.zero_()
+        aggregator.patch_merge.bias.zero_()
+        # Output channel k reads merged channel 4*k + 1 (c = k, dy = 0, dx = 1).
+        for k in range(8):
+            aggregator.patch_merge.weight[k, 4 * k + 1] = 1.0
+    grid = torch.arange(2 * 196 * 8, dtype=torch.float32).reshape(2, 14, 14, 8)
+    merged = aggregator.merge_patches(grid.reshape(2, 196, 8))
+    assert merged.shape == (2 * 49, 8)
+    # Token of frame 1, cell (row 2, column 3) = top-left pixel (4, 6), so dx = 1 is pixel (4, 7).
+    token = 49 + 2 * 7 + 3
+    torch.testing.assert_close(merged[token], grid[1, 4, 7])
+
+
+def test_object_memory_follows_the_official_selection():
+    aggregator = HierarchicalAggregator(AggregatorConfig(), dim=8)
+    pointers = {t: torch.full((8,), float(t)) for t in range(30)}
+    assert aggregator.object_memory(0, 30, pointers) is None
+    stacked, codes = aggregator.object_memory(5, 30, pointers)
+    # Frame 0 (the conditioning frame) first at distance 5, then frames 4, 3, 2, 1.
+    assert stacked[:, 0].tolist() == [0.0, 4.0, 3.0, 2.0, 1.0]
+    far, _ = aggregator.object_memory(25, 30, pointers)
+    assert far[:, 0].tolist() == [0.0] + [float(25 - d) for d in range(1, 16)]
+    # Distances are normalised by min(T, 16) - 1: a gap of 1 in a 3-frame clip is coded as 0.5.
+    _, short_codes = aggregator.object_memory(1, 3, {0: pointers[0]})
+    long_stacked, long_codes = aggregator.object_memory(1, 30, {0: pointers[0]})
+    assert not torch.allclose(short_codes, long_codes)
+    assert codes.shape == stacked.shape
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {},
+        {"pixel_global": False},
+        {"object_global": False, "object_local": False},
+        {"num_pixel_layers": 2, "num_object_layers": 3},
+    ],
+)
+def test_aggregator_switches_build_and_run(switches, tokenizer, synthetic_frames):
+    from mpgsam2 import VideoPredictor, build_model
+
+    base = get_config("test")
+    config = base.replace(aggregator=dataclasses.replace(base.aggregator, **switches))
+    model = build_model(config)
+    layers = {name: len(getattr(model.aggregator, name)) for name in ("pixel_global", "object_global", "object_local")}
+    assert layers["pixel_global"] == (0 if switches.get("pixel_global") is False else switches.get("num_pixel_layers", 1))
+    (result,) = VideoPredictor(model, tokenizer).segment(synthetic_frames[:2], ["the red square"])
+    assert result.masks.shape == (2, 96, 128) and np.isfinite(result.logits).all()
+
+
+def test_devices_and_dtypes(test_model, tokenizer, synthetic_frames):
+    from mpgsam2 import VideoPredictor
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device().type in {"cpu", "cuda", "mps"}
+    assert parse_dtype("bf16") is torch.bfloat16 and parse_dtype(None) is None
+    with pytest.raises(ValueError, match="precision"):
+        parse_dtype("int8")
+    with pytest.raises(ValueError, match="float16"):
+        autocast(torch.device("cpu"), torch.float16)
+    fp32 = VideoPredictor(test_model, tokenizer, device="cpu").segment(synthetic_frames[:2], ["red square"])[0]
+    bf16 = VideoPredictor(test_model, tokenizer, device="cpu", precision="bf16")
+    result = bf16.segment(synthetic_frames[:2], ["red square"])[0]
+    assert result.logits.dtype == np.float32 and np.isfinite(result.logits).all()
+    # bf16 autocast changes numbers but not the kind of answer on random weights.
+    assert np.corrcoef(result.logits.ravel(), fp32.logits.ravel())[0, 1] > 0.9
+    assert test_model.device.type == "cpu" and test_model.dtype == torch.float32
