@@ -77,7 +77,9 @@ def from_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our names -> official ones (only the released layout has official names)."""
-    reverse = tuple(sorted(((ours, official) for official, ours in OFFICIAL_TO_OURS), key=lambda p: -len(p[0])))
+    reverse = tuple(
+        sorted(((ours, official) for official, ours in OFFICIAL_TO_OURS), key=lambda p: -len(p[0]))
+    )
     renamed = {}
     for name, tensor in state.items():
         official = _rename(name, reverse)

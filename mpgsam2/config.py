@@ -157,6 +157,7 @@ class MPGSAM2Config:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     sam2: SAM2Config = field(default_factory=SAM2Config)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
     # Width of SAM 2's prompts; the sparse class-token prompt and the mask embeddings are projected to it.
     @property
     def prompt_dim(self) -> int:

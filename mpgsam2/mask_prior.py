@@ -88,9 +88,7 @@ class MaskPriorGenerator(nn.Module):
         # Scores the projected <s> token for the similarity loss; unused at inference.
         self.sentence_score = nn.Linear(prompt_dim, 1)
 
-    def forward(
-        self, encoded: BEiT3Output, frame_indices: torch.Tensor | None = None
-    ) -> GlobalContext:
+    def forward(self, encoded: BEiT3Output, frame_indices: torch.Tensor | None = None) -> GlobalContext:
         """Run the global stage on BEiT-3's output for the T frames of one clip and one expression.
 
         Args:

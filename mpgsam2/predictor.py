@@ -123,13 +123,18 @@ class VideoPredictor:
 
     @torch.inference_mode()
     def init_session(
-        self, frames: np.ndarray | Sequence[np.ndarray], expressions: str | Sequence[str], frame_offset: int = 0
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        expressions: str | Sequence[str],
+        frame_offset: int = 0,
     ) -> VideoSession:
         """Tokenise the expressions and run the global stage (BEiT-3 + mask prior) for each of them."""
         frames = as_frame_array(frames)
         texts = clean_expressions(expressions)
         pre, beit3 = self.config.preprocess, self.config.beit3
-        images = torch.stack([preprocess(f, beit3.image_size, pre.mean, pre.std) for f in frames]).to(self.device)
+        images = torch.stack([preprocess(f, beit3.image_size, pre.mean, pre.std) for f in frames]).to(
+            self.device
+        )
         tracks = []
         with autocast(self.device, self.precision):
             for text in texts:
@@ -173,7 +178,10 @@ class VideoPredictor:
             logits=logits.cpu().numpy(),
             masks=(probabilities > threshold).cpu().numpy(),
             priors=torch.stack([t.context.priors[frame_index] for t in session.tracks]).float().cpu().numpy(),
-            object_scores=torch.cat([o.decoder.object_score_logits.reshape(1) for o in outputs]).float().cpu().numpy(),
+            object_scores=torch.cat([o.decoder.object_score_logits.reshape(1) for o in outputs])
+            .float()
+            .cpu()
+            .numpy(),
         )
 
     def propagate(self, session: VideoSession) -> Iterator[FrameResult]:

@@ -23,7 +23,9 @@ class ExpressionTrack:
     context: GlobalContext
     merged_embeddings: torch.Tensor  # (T * 49, C) the pixel-level fusion's keys, constant over the clip
     # sam2's memory bank layout, read by its memory selection: frame index -> {maskmem_features, ...}
-    output_dict: dict = field(default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}})
+    output_dict: dict = field(
+        default_factory=lambda: {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    )
 
 
 @dataclass

@@ -54,7 +54,9 @@ class ExpressionTokenizer:
         truncated = len(ids) > self.max_tokens
         if truncated:
             logger.warning(
-                "The expression has %d tokens; BEiT-3 numbers at most %d, so it was cut.", len(ids), self.max_tokens
+                "The expression has %d tokens; BEiT-3 numbers at most %d, so it was cut.",
+                len(ids),
+                self.max_tokens,
             )
             ids = ids[: self.max_tokens - 1] + ids[-1:]
         input_ids = torch.tensor(ids, dtype=torch.long)

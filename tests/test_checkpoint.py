@@ -86,7 +86,9 @@ def _write_layout(model, folder, layout):
 
 
 @pytest.mark.parametrize("layout", ["bin", "safetensors", "sharded"])
-def test_hf_layouts_load_offline_and_segment(layout, test_model, tokenizer, tmp_path, monkeypatch, synthetic_frames):
+def test_hf_layouts_load_offline_and_segment(
+    layout, test_model, tokenizer, tmp_path, monkeypatch, synthetic_frames
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     folder = _write_layout(test_model, tmp_path / "ckpt", layout)
     config = json.loads((folder / "config.json").read_text())

@@ -116,8 +116,13 @@ def test_aggregator_switches_build_and_run(switches, tokenizer, synthetic_frames
     base = get_config("test")
     config = base.replace(aggregator=dataclasses.replace(base.aggregator, **switches))
     model = build_model(config)
-    layers = {name: len(getattr(model.aggregator, name)) for name in ("pixel_global", "object_global", "object_local")}
-    assert layers["pixel_global"] == (0 if switches.get("pixel_global") is False else switches.get("num_pixel_layers", 1))
+    layers = {
+        name: len(getattr(model.aggregator, name))
+        for name in ("pixel_global", "object_global", "object_local")
+    }
+    assert layers["pixel_global"] == (
+        0 if switches.get("pixel_global") is False else switches.get("num_pixel_layers", 1)
+    )
     (result,) = VideoPredictor(model, tokenizer).segment(synthetic_frames[:2], ["the red square"])
     assert result.masks.shape == (2, 96, 128) and np.isfinite(result.logits).all()
 
@@ -132,7 +137,9 @@ def test_devices_and_dtypes(test_model, tokenizer, synthetic_frames):
         parse_dtype("int8")
     with pytest.raises(ValueError, match="float16"):
         autocast(torch.device("cpu"), torch.float16)
-    fp32 = VideoPredictor(test_model, tokenizer, device="cpu").segment(synthetic_frames[:2], ["red square"])[0]
+    fp32 = VideoPredictor(test_model, tokenizer, device="cpu").segment(synthetic_frames[:2], ["red square"])[
+        0
+    ]
     bf16 = VideoPredictor(test_model, tokenizer, device="cpu", precision="bf16")
     result = bf16.segment(synthetic_frames[:2], ["red square"])[0]
     assert result.logits.dtype == np.float32 and np.isfinite(result.logits).all()

@@ -96,7 +96,10 @@ def test_case_a_intermediates(loaded, tokenizer, case_a):
             session.remember(track, t, out.memory)
             assert np.abs(out.dense_prompt.numpy() - case_a["sam_prompt_masks_256"][t : t + 1]).max() <= 1e-4
             decoder = out.decoder
-            assert np.abs(decoder.multimask_logits.numpy()[0] - case_a["dec_masks_pre_obj_gate"][t]).max() <= tolerance
+            assert (
+                np.abs(decoder.multimask_logits.numpy()[0] - case_a["dec_masks_pre_obj_gate"][t]).max()
+                <= tolerance
+            )
             assert np.abs(decoder.iou.numpy()[0] - case_a["dec_iou"][t]).max() <= tolerance
             assert np.abs(decoder.mask_tokens.numpy()[0] - case_a["dec_sam_tokens"][t]).max() <= tolerance
             high_res = torch.nn.functional.interpolate(out.low_res_logits, size=(1024, 1024), mode="bilinear")

@@ -18,7 +18,14 @@ def fairseq_ids(spm_path, text):
 
 @pytest.mark.parametrize(
     "text",
-    ["the red square on the left", "The Yellow Ball", "a  cup   on the right", "über-großer Hund", "狗 and 猫", "x"],
+    [
+        "the red square on the left",
+        "The Yellow Ball",
+        "a  cup   on the right",
+        "über-großer Hund",
+        "狗 and 猫",
+        "x",
+    ],
 )
 def test_ids_follow_the_fairseq_mapping_raw_text(tokenizer, reference_dir, text):
     assert tokenizer.encode(text).input_ids.tolist() == fairseq_ids(reference_dir / "tiny.spm", text)
