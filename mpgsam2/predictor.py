@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from .tokenizer import ExpressionTokenizer, load_tokenizer
 logger = logging.getLogger(__name__)
 
 MAX_EXPRESSIONS = 50
+TEST_TOKENIZER = Path(__file__).parent / "assets" / "test_tokenizer.model"
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class VideoPredictor:
         self.tokenizer = tokenizer
         self.tokenizer.max_tokens = min(tokenizer.max_tokens, model.config.beit3.max_text_tokens)
         self.precision = parse_dtype(precision)
+        # True for random weights: user interfaces must say so loudly.
+        self.untrained = False
 
     @classmethod
     def from_pretrained(
@@ -105,9 +109,18 @@ class VideoPredictor:
         device: str | torch.device | None = None,
         precision: str | torch.dtype | None = None,
     ) -> VideoPredictor:
-        """Model and tokenizer from a hub variant, hub id, or local checkpoint folder."""
-        from .checkpoint import load_model, resolve_source
+        """Model and tokenizer from a hub variant, hub id, local checkpoint folder or weights file.
 
+        ``"test"`` gives the tiny preset with deterministic random weights and a bundled tokenizer: it runs
+        everything end to end in seconds but is **untrained** (its masks mean nothing).
+        """
+        from .checkpoint import load_model, resolve_source
+        from .model import build_model
+
+        if str(source) == "test":
+            predictor = cls(build_model("test", seed=0), load_tokenizer(TEST_TOKENIZER), device, precision)
+            predictor.untrained = True
+            return predictor
         path = resolve_source(source)
         model = load_model(path, device=device)
         return cls(model, load_tokenizer(path if path.is_dir() else path.parent), precision=precision)

@@ -1,0 +1,152 @@
+"""Command line: ``python -m mpgsam2 {segment, evaluate, infer-dataset}`` (also installed as ``mpgsam2``).
+
+Errors a user can fix end the program with one line saying what to change and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("mpgsam2")
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="ytvos",
+        help="ytvos | mevis | tiny | a hub id (repo[:variant]) | a local folder or weights file | "
+        "test (tiny, random and UNTRAINED: for trying the pipeline only). Default: ytvos.",
+    )
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    parser.add_argument("--precision", default=None, help="bf16 or fp16 autocast on a GPU (default fp32)")
+
+
+def _predictor(args):
+    from .predictor import VideoPredictor
+
+    predictor = VideoPredictor.from_pretrained(args.model, device=args.device, precision=args.precision)
+    if predictor.untrained:
+        logger.warning("Model 'test' has random weights: it is UNTRAINED and its masks mean nothing.")
+    return predictor
+
+
+def _segment(args) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import SegmentOptions, load_clip, segment_video
+    from .predictor import clean_expressions
+
+    expressions = clean_expressions(args.expression or [])
+    options = SegmentOptions(
+        start_s=args.start,
+        end_s=args.end,
+        fps=args.fps,
+        max_frames=args.max_frames,
+        opacity=args.opacity,
+        clip_length=args.clip_length,
+    )
+    clip = load_clip(args.video, options)  # before loading the model: a bad video fails in a second
+    predictor = _predictor(args)
+    with tqdm(total=clip.num_frames, unit="frame", desc="segmenting", disable=args.quiet) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        outputs = segment_video(predictor, args.video, expressions, args.out, options, progress, clip=clip)
+    for message in outputs.no_match_messages():
+        logger.warning(message)
+    print(json.dumps({"overlay": str(outputs.overlay_video), "folder": str(outputs.folder)}))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .metrics import evaluate_folders
+
+    report = evaluate_folders(args.pred_dir, args.gt_dir)
+    print(json.dumps(report, indent=2, default=float))
+    return 0
+
+
+def _infer_dataset(args) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from . import datasets
+
+    predictor = _predictor(args)
+    out_dir = Path(args.out)
+    clip_length = args.clip_length if args.clip_length else (24 if args.format == "mevis" else None)
+    videos = list(datasets.iter_videos(args.dataset, args.split))
+    for item in tqdm(videos, unit="video", disable=args.quiet):
+        frames = item.load_frames()
+        exp_ids = sorted(item.expressions, key=lambda e: int(e) if e.isdigit() else e)
+        texts = [item.expressions[e]["exp"] for e in exp_ids]
+        results = predictor.segment(frames, texts, clip_length=clip_length)
+        if args.format == "davis":
+            datasets.write_davis_annotators(out_dir, item, {e: r.masks for e, r in zip(exp_ids, results)})
+            continue
+        for exp_id, result in zip(exp_ids, results):
+            probabilities = 1 / (1 + np.exp(-result.logits))
+            datasets.write_expression_masks(out_dir, args.format, item, exp_id, result.masks, probabilities)
+    print(json.dumps({"videos": len(videos), "out": str(out_dir)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpgsam2", description="MPG-SAM 2 referring video segmentation")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment the objects that expressions refer to in a video")
+    segment.add_argument("video", help="mp4, webm, mov, mkv, avi, gif, an image, or a folder/zip of frames")
+    segment.add_argument("-e", "--expression", action="append", help="repeat for several targets")
+    segment.add_argument("--out", required=True, help="output folder")
+    segment.add_argument("--start", type=float, default=None, help="start time in seconds")
+    segment.add_argument("--end", type=float, default=None, help="end time in seconds")
+    segment.add_argument("--fps", type=float, default=None, help="frames per second to process")
+    segment.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
+    segment.add_argument("--opacity", type=float, default=0.5, help="mask opacity in the overlay (0-1)")
+    segment.add_argument(
+        "--clip-length", type=int, default=None, help="independent clips of N frames (MeViS)"
+    )
+    _add_model_options(segment)
+    segment.set_defaults(run=_segment)
+
+    evaluate = commands.add_parser("evaluate", help="J, F and J&F of palette-PNG predictions (DAVIS 2017)")
+    evaluate.add_argument("pred_dir")
+    evaluate.add_argument("gt_dir")
+    evaluate.set_defaults(run=_evaluate)
+
+    infer = commands.add_parser("infer-dataset", help="run a Ref-YouTube-VOS, MeViS or Ref-DAVIS17 split")
+    infer.add_argument("dataset", help="folder with meta_expressions.json and JPEGImages")
+    infer.add_argument("--format", choices=("ytvos", "mevis", "davis"), default="ytvos")
+    infer.add_argument("--split", default="valid")
+    infer.add_argument("--out", required=True)
+    infer.add_argument(
+        "--clip-length", type=int, default=None, help="default: 24 for mevis, whole video else"
+    )
+    _add_model_options(infer)
+    infer.set_defaults(run=_infer_dataset)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
