@@ -18,6 +18,7 @@ import torch
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import nn
 
+from .attention import multihead_attention
 from .config import AggregatorConfig
 
 
@@ -42,7 +43,7 @@ class FusionLayer(nn.Module):
         """target: (B, N, C), memory: (B, M, C); positions are added to queries and keys, never values."""
         query = target if target_pos is None else target + target_pos
         key = memory if memory_pos is None else memory + memory_pos
-        attended = self.multihead_attn(query, key, memory, need_weights=False)[0]
+        attended = multihead_attention(self.multihead_attn, query, key, memory)
         target = self.norm1(target + attended)
         return self.norm2(target + self.linear2(torch.relu(self.linear1(target))))
 

@@ -8,7 +8,7 @@ From BEiT-3's per-frame outputs it builds, for all frames of a clip at once:
 * the **mask embeddings** with a temporal code (the global context that SAM 2's decoder fuses),
 * the **sparse prompt** from the original class token and the projected **text features**.
 
-Attention runs through PyTorch's fused kernels (``need_weights=False``), so the (196 T)^2 attention matrix
+Attention runs through PyTorch's fused kernel (:mod:`mpgsam2.attention`), so the (196 T)^2 attention matrix
 is never materialised and memory grows linearly with the clip length.
 """
 
@@ -21,6 +21,7 @@ import torch
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import nn
 
+from .attention import multihead_attention
 from .beit3 import BEiT3Output
 from .config import BEiT3Config, MaskPriorConfig
 
@@ -38,7 +39,7 @@ class VisualInteraction(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (1, N, D) -> (1, N, D). No positional encoding, as in the official model."""
-        attended = self.self_attn(tokens, tokens, tokens, need_weights=False)[0]
+        attended = multihead_attention(self.self_attn, tokens, tokens, tokens)
         tokens = self.norm1(tokens + attended)
         return self.norm2(tokens + self.linear2(torch.relu(self.linear1(tokens))))
 
@@ -99,7 +100,7 @@ class MaskPriorGenerator(nn.Module):
         grid = self.grid_size
         visual = self.visual_interaction(encoded.visual_tokens.reshape(1, num_frames * num_patches, width))
         class_tokens = encoded.class_token.unsqueeze(0)  # (1, T, D)
-        attended = self.class_token_attention(class_tokens, visual, visual, need_weights=False)[0]
+        attended = multihead_attention(self.class_token_attention, class_tokens, visual, visual)
         modulation = self.channel_modulation(class_tokens * attended).reshape(num_frames, 1, 1, width)
         modulated = visual.reshape(num_frames, grid, grid, width) * modulation  # (T, g, g, D)
 
