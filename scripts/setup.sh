@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 export SAM2_BUILD_CUDA=0  # sam2 runs without its optional CUDA extension (hole filling, which we keep off)
 python -m pip install -r requirements-build.txt
 python -m pip install --no-build-isolation -r requirements.txt
+# The package itself, editable: `import mpgsam2` from anywhere and the `mpgsam2` console script.
+python -m pip install --no-deps --no-build-isolation -e .
 
 if [[ "${1:-}" == "--dev" ]]; then
   python -m pip install -r requirements-dev.txt
