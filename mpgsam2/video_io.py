@@ -521,6 +521,7 @@ def read_video(
     end_s: float | None = None,
     fps: float | None = None,
     max_frames: int | None = None,
+    max_side: int | None = None,
 ) -> Clip:
     """Decode a video, a GIF, a folder or zip of frames, or a single image into upright RGB frames.
 
@@ -532,6 +533,8 @@ def read_video(
         fps: target frame rate; when lower than the source rate, frames are selected by timestamp (see
             :class:`_FrameSelector`). Never invents frames: a higher target keeps every frame.
         max_frames: memory guard; stop after this many kept frames.
+        max_side: memory guard for huge frames (8K phones): frames whose longer side exceeds this are
+            downscaled (aspect kept, even sizes) while decoding. ``Clip.source`` keeps the original size.
 
     Returns:
         A :class:`Clip` with ``frames`` ``(T, H, W, 3)`` uint8 and ``timestamps_s`` ``(T,)`` float64.
@@ -543,9 +546,20 @@ def read_video(
     p = Path(path)
     if not p.exists():
         raise VideoReadError(f"Could not find '{p}'. Check the path, or upload the file again.")
+    if max_side is not None and max_side < 2:
+        raise VideoReadError(f"max_side must be at least 2 pixels, got {max_side}.")
     if p.is_dir() or _is_image_file(p) or zipfile.is_zipfile(p):
-        return _read_sequence(p, start_s, end_s, fps, max_frames)
-    return _read_ffmpeg(p, start_s, end_s, fps, max_frames)
+        return _read_sequence(p, start_s, end_s, fps, max_frames, max_side)
+    return _read_ffmpeg(p, start_s, end_s, fps, max_frames, max_side)
+
+
+def fit_within(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """(width, height) scaled down so that the longer side is at most ``max_side``, both even; unchanged
+    when already small enough."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
 _SHOWINFO_RE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:(\S+).*?\bs:(\d+)x(\d+)")
@@ -636,9 +650,17 @@ class _FrameBuffer:
 
 
 def _read_ffmpeg(
-    p: Path, start_s: float | None, end_s: float | None, fps: float | None, max_frames: int | None
+    p: Path,
+    start_s: float | None,
+    end_s: float | None,
+    fps: float | None,
+    max_frames: int | None,
+    max_side: int | None = None,
 ) -> Clip:
     info = _probe_ffmpeg(p)
+    target = fit_within(info.width, info.height, max_side)
+    # Scaling runs after the autorotate filters, so it sees (and targets) the upright size.
+    scale = [] if target == (info.width, info.height) else [f"scale={target[0]}:{target[1]}:flags=area"]
     if start_s is not None and start_s >= info.duration_s:
         raise _empty_window_error(p, info, start_s, end_s)
     # Input seeking skips the decoding of everything before the window. It starts one second early (ffmpeg
@@ -663,7 +685,7 @@ def _read_ffmpeg(
         # showinfo logs each frame's presentation time; it runs after the autorotate filters ffmpeg inserts,
         # so its size is the upright size. Passthrough keeps every decoded frame exactly once.
         "-vf",
-        "showinfo=checksum=0",
+        ",".join([*scale, "showinfo=checksum=0"]),
         "-fps_mode",
         "passthrough",
         "-f",
@@ -874,7 +896,12 @@ def _probe_sequence(p: Path) -> VideoInfo:
 
 
 def _read_sequence(
-    p: Path, start_s: float | None, end_s: float | None, fps: float | None, max_frames: int | None
+    p: Path,
+    start_s: float | None,
+    end_s: float | None,
+    fps: float | None,
+    max_frames: int | None,
+    max_side: int | None = None,
 ) -> Clip:
     with _FrameSource(p) as src:
         info, first = _sequence_info(src)
@@ -891,6 +918,11 @@ def _read_sequence(
                     f"Frame '{src.names[i]}' is {rgb.shape[1]}x{rgb.shape[0]} but the first frame is "
                     f"{info.width}x{info.height}; all frames of a sequence must have the same size."
                 )
+            target = fit_within(info.width, info.height, max_side)
+            if target != (info.width, info.height):
+                from PIL import Image
+
+                rgb = np.asarray(Image.fromarray(rgb).resize(target, Image.BOX))
             frames.append(rgb)
     out_fps = fps if fps is not None and fps < info.fps else info.fps
     stamps = np.asarray([i / info.fps for i in chosen], dtype=np.float64)

@@ -19,6 +19,7 @@ from mpgsam2.video_io import (
     VideoReadError,
     ffmpeg_exe,
     ffprobe_summary,
+    fit_within,
     probe_video,
     read_video,
     write_video,
@@ -136,6 +137,23 @@ def test_max_frames_caps_the_count(bedroom):
     clip = read_video(BEDROOM, max_frames=7)
     assert clip.num_frames == 7
     np.testing.assert_array_equal(clip.frames, bedroom.frames[:7])
+
+
+def test_max_side_downscales_large_frames_while_decoding(tmp_path, bedroom):
+    clip = read_video(CUPS, max_frames=2, max_side=320)
+    assert clip.frames.shape == (2, 180, 320, 3)
+    assert (clip.source.width, clip.source.height) == (640, 360)
+    # Already small enough: untouched, and identical to a plain read.
+    same = read_video(BEDROOM, max_frames=2, max_side=1000)
+    np.testing.assert_array_equal(same.frames, bedroom.frames[:2])
+    # Frame sequences are scaled the same way, keeping the aspect ratio with even sizes.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((301, 999, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    seq = read_video(folder, max_side=500)
+    assert seq.frames.shape == (2, 150, 500, 3)
+    assert fit_within(7680, 4320, 1920) == (1920, 1080)
 
 
 def test_trim_and_fps_combined(cups):
