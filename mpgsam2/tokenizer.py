@@ -32,6 +32,12 @@ class EncodedExpression:
     input_ids: torch.Tensor  # (L,) int64
     padding: torch.Tensor  # (L,) bool, True where the official attention mask is off
     truncated: bool
+    known_tokens: int  # tokens that carry text: neither <unk> nor a bare word boundary
+
+    @property
+    def unknown_only(self) -> bool:
+        """True when no word of the text is in the vocabulary: the model then sees no text at all."""
+        return self.known_tokens == 0
 
 
 class ExpressionTokenizer:
@@ -60,7 +66,12 @@ class ExpressionTokenizer:
             )
             ids = ids[: self.max_tokens - 1] + ids[-1:]
         input_ids = torch.tensor(ids, dtype=torch.long)
-        return EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated)
+        pieces = self.tokenizer.convert_ids_to_tokens(ids[1:-1])
+        known = sum(1 for i, piece in zip(ids[1:-1], pieces) if i != self.pad_id and piece.strip("\u2581"))
+        encoded = EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated, known)
+        if encoded.unknown_only:
+            logger.warning("No token of %r is in the vocabulary; the model sees only the image.", text[:80])
+        return encoded
 
 
 def _spm_in(folder: Path) -> Path | None:

@@ -40,6 +40,14 @@ def test_official_conventions(tokenizer):
     unknown = tokenizer.encode("the 🎉 ball")
     assert 3 in unknown.input_ids.tolist()
     assert unknown.padding.tolist() == [i == 3 for i in unknown.input_ids.tolist()]
+    assert not unknown.unknown_only
+
+
+def test_expression_of_unknown_tokens_only_is_flagged(tokenizer, caplog):
+    encoded = tokenizer.encode("🎉🎉 ☃")
+    assert encoded.unknown_only and encoded.known_tokens == 0
+    assert 3 in encoded.input_ids.tolist()
+    assert "No token" in caplog.text
 
 
 def test_long_expressions_are_cut_with_a_warning(tokenizer, caplog):
