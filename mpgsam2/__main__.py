@@ -85,15 +85,17 @@ def _infer_dataset(args) -> int:
     videos = list(datasets.iter_videos(args.dataset, args.split))
     for item in tqdm(videos, unit="video", disable=args.quiet):
         frames = item.load_frames()
-        exp_ids = sorted(item.expressions, key=lambda e: int(e) if e.isdigit() else e)
+        exp_ids = list(item.expressions)
         texts = [item.expressions[e]["exp"] for e in exp_ids]
         results = predictor.segment(frames, texts, clip_length=clip_length)
+        probabilities = {e: 1 / (1 + np.exp(-r.logits)) for e, r in zip(exp_ids, results)}
         if args.format == "davis":
-            datasets.write_davis_annotators(out_dir, item, {e: r.masks for e, r in zip(exp_ids, results)})
+            datasets.write_davis_annotators(out_dir, item, probabilities)
             continue
         for exp_id, result in zip(exp_ids, results):
-            probabilities = 1 / (1 + np.exp(-result.logits))
-            datasets.write_expression_masks(out_dir, args.format, item, exp_id, result.masks, probabilities)
+            datasets.write_expression_masks(
+                out_dir, args.format, item, exp_id, result.masks, probabilities[exp_id]
+            )
     print(json.dumps({"videos": len(videos), "out": str(out_dir)}))
     return 0
 
@@ -133,10 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(infer)
     infer.set_defaults(run=_infer_dataset)
+
+    # Registered for the listing only: `main` hands `train ...` to mpgsam2.training before parsing, so that
+    # the other commands start without importing torch.
+    commands.add_parser("train", help="fine-tune, rerun ablations, evaluate checkpoints (docs/TRAINING.md)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from .training import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"

@@ -157,10 +157,13 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
         vocab_size=vocab,
         max_text_positions=shape("multimodal_encoder.encoder.embed_positions.B.weight")[0],
     )
+    prior_hints = hints.get("mask_prior", {})
     mask_prior = MaskPriorConfig(
         width=shape("mask_prior.channel_modulation.weight")[0],
-        num_heads=hints.get("mask_prior", {}).get("num_heads", 8),
+        num_heads=prior_hints.get("num_heads", 8),
         ffn_dim=shape("mask_prior.visual_interaction.linear1.weight")[0],
+        # A switch that no weight records (the prior's weights exist either way): only the config says.
+        dense_prompt=prior_hints.get("dense_prompt", True),
     )
     aggregator_hints = hints.get("aggregator", {})
     aggregator = AggregatorConfig(
@@ -309,7 +312,12 @@ def save_pretrained(model, folder: str | os.PathLike, max_shard_bytes: int | Non
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.to_official_state_dict().items()}
+    try:
+        named = model.to_official_state_dict()
+    except CheckpointError:
+        # Stacked fusion layers (ablations) have no official names; ours load just as well.
+        named = model.state_dict()
+    state = {k: v.detach().cpu().contiguous() for k, v in named.items()}
     config = model.config
     meta = {
         "model_type": "evf",

@@ -90,22 +90,29 @@ def write_expression_masks(
 
 
 def write_davis_annotators(
-    out_dir: Path, item: VideoExpressions, masks_by_exp: dict[str, np.ndarray]
+    out_dir: Path, item: VideoExpressions, probabilities_by_exp: dict[str, np.ndarray]
 ) -> None:
-    """Ref-DAVIS17: per annotator, palette PNGs ``anno_<a>/<video>/<frame>.png`` with index obj_id + 1."""
+    """Ref-DAVIS17: per annotator, palette PNGs ``anno_<a>/<video>/<frame>.png``, as the official script.
+
+    Expression ``i`` (in the meta file's order) is annotator ``i % 4``'s object ``i // 4 + 1``. A pixel takes
+    the object of highest probability among those at or above 0.5, else the background.
+
+    Args:
+        probabilities_by_exp: exp_id -> (T, H, W) mask probabilities.
+    """
     from .render import DAVIS_PALETTE
 
-    by_annotator: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for exp_id, masks in masks_by_exp.items():
-        info = item.expressions[exp_id]
-        by_annotator.setdefault(str(info.get("anno_id", "0")), []).append((int(info.get("obj_id", 0)), masks))
-    for annotator, objects in by_annotator.items():
+    annotators: dict[int, list[np.ndarray]] = {}
+    for i, exp_id in enumerate(item.expressions):
+        annotators.setdefault(i % 4, []).append(probabilities_by_exp[exp_id])
+    for annotator, objects in annotators.items():
+        stacked = np.stack(objects)  # (objects, T, H, W), object k has label k + 1
+        stacked = np.where(stacked < 0.5, 0.0, stacked)
+        background = np.full((1, *stacked.shape[1:]), 0.1, dtype=stacked.dtype)
+        labels = np.argmax(np.concatenate([background, stacked]), axis=0).astype(np.uint8)
         folder = out_dir / f"anno_{annotator}" / item.video
         folder.mkdir(parents=True, exist_ok=True)
         for t, name in enumerate(item.frame_names):
-            label = np.zeros(objects[0][1].shape[1:], dtype=np.uint8)
-            for obj_id, masks in sorted(objects, key=lambda o: o[0]):
-                label[masks[t]] = obj_id + 1
-            image = Image.fromarray(label)  # "L"; putpalette makes it "P"
+            image = Image.fromarray(labels[t])  # "L"; putpalette makes it "P"
             image.putpalette(DAVIS_PALETTE.ravel().tolist())
             image.save(folder / f"{name}.png")

@@ -164,3 +164,22 @@ def _manifest_shapes(path):
             name, shape, _ = line.split("\t")
             rows[name] = tuple(int(d) for d in shape.strip("[]() ").split(",") if d.strip())
     return rows
+
+
+def test_switches_survive_save_and_load(tmp_path):
+    """Ablation models (no dense prior, stacked fusion layers) come back with the same configuration."""
+    import dataclasses
+
+    from mpgsam2 import get_config
+
+    base = get_config("test")
+    config = base.replace(
+        mask_prior=dataclasses.replace(base.mask_prior, dense_prompt=False),
+        aggregator=dataclasses.replace(base.aggregator, num_pixel_layers=2, num_object_layers=3),
+    )
+    model = build_model(config, seed=3)
+    loaded = load_model(save_pretrained(model, tmp_path / "ablation"), device="cpu")
+    assert loaded.config.mask_prior.dense_prompt is False
+    assert len(loaded.aggregator.pixel_global) == 2 and len(loaded.aggregator.object_local) == 3
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=0, rtol=0)

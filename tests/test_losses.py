@@ -1,0 +1,115 @@
+"""The official training losses: focal, dice, the (text-independent) mask-text similarity term, num_boxes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchvision.ops import sigmoid_focal_loss as torchvision_focal
+
+from mpgsam2.losses import (
+    OFFICIAL_WEIGHTS,
+    LossWeights,
+    clip_losses,
+    count_visible_frames,
+    dice_loss,
+    mask_text_similarity_loss,
+    sigmoid_focal_loss,
+)
+
+
+def clip_batch(seed: int = 0, clips: int = 2, frames: int = 3, size: int = 8):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(clips, frames, size, size, generator=generator) * 3
+    targets = (torch.rand(clips, frames, size, size, generator=generator) > 0.6).float()
+    return logits, targets
+
+
+def test_focal_loss_is_the_retinanet_loss_averaged_per_clip_and_divided_by_num_boxes():
+    logits, targets = clip_batch()
+    # torchvision's independent implementation, reduced as the official criterion does.
+    expected = torchvision_focal(logits, targets, alpha=0.25, gamma=2, reduction="none")
+    expected = expected.flatten(1).mean(1).sum() / 3.0
+    torch.testing.assert_close(sigmoid_focal_loss(logits, targets, num_boxes=3.0), expected)
+    # By hand for one pixel: a confident wrong negative (logit 2, target 0).
+    p = 1 / (1 + math.exp(-2.0))
+    by_hand = (1 - 0.25) * (-math.log(1 - p)) * p**2
+    value = sigmoid_focal_loss(torch.tensor([[2.0]]), torch.tensor([[0.0]]), num_boxes=1)
+    assert value.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_dice_loss_over_the_clip_volume():
+    logits, targets = clip_batch(1)
+    probabilities = torch.sigmoid(logits)
+    per_clip = []
+    for p, g in zip(probabilities, targets):
+        per_clip.append(1 - (2 * (p * g).sum() + 1) / (p.sum() + g.sum() + 1))
+    torch.testing.assert_close(dice_loss(logits, targets, num_boxes=2.0), sum(per_clip) / 2.0)
+    # A confident perfect prediction scores ~0, its opposite ~1.
+    perfect = torch.where(targets > 0, 30.0, -30.0)
+    assert dice_loss(perfect, targets, 1).item() < 1e-4
+    assert dice_loss(-perfect, targets, 2).item() > 0.99
+
+
+def test_similarity_loss_does_not_depend_on_the_text():
+    logits, targets = clip_batch(2, clips=1, frames=4)
+    logits, targets = logits[0], targets[0]
+    targets[1] = 0  # an empty ground truth on one frame
+    values = []
+    for scale in (0.3, -2.0, 1e3, -1e-3):
+        scores = torch.full((4,), scale, requires_grad=True)
+        loss = mask_text_similarity_loss(logits, targets, scores)
+        loss.backward()
+        # The sentence score gets no gradient (rounding noise only, which scales as 1 / score): only its
+        # sign could matter, and the sign cancels.
+        assert (scores.grad * scale).abs().max().item() < 1e-6
+        values.append(loss.item())
+    assert max(values) - min(values) < 1e-6
+    # Different scores per frame (any non-zero values) give the same loss too.
+    mixed = mask_text_similarity_loss(logits, targets, torch.tensor([0.5, -7.0, 2.0, -0.1]))
+    assert mixed.item() == pytest.approx(values[0], abs=1e-6)
+    # The closed form: a comparison of sum(p) / (|p| sqrt(N)) with the same statistic of the ground truth.
+    p = torch.sigmoid(logits).flatten(1)
+    g = targets.flatten(1)
+    n = p.shape[1]
+    stat_p = p.sum(1) / (p.norm(dim=1) * math.sqrt(n))
+    stat_g = torch.where(g.sum(1) > 0, g.sum(1) / (g.norm(dim=1).clamp_min(1e-12) * math.sqrt(n)), 0.0)
+    assert values[0] == pytest.approx(((stat_p - stat_g) ** 2).mean().item(), rel=1e-5)
+    # For binary masks that statistic is the square root of the area fraction.
+    assert stat_g[0].item() == pytest.approx(math.sqrt(g[0].mean().item()), rel=1e-5)
+
+
+def test_similarity_loss_still_trains_the_mask():
+    logits, targets = clip_batch(3, clips=1)
+    logits = logits[0].requires_grad_(True)
+    mask_text_similarity_loss(logits, targets[0], torch.ones(3)).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_clip_losses_weights_and_clips_of_different_lengths():
+    logits, targets = clip_batch(4, clips=2, frames=3)
+    scores = [torch.randn(3), torch.randn(2)]
+    clips_logits = [logits[0], logits[1, :2]]
+    clips_targets = [targets[0], targets[1, :2]]
+    losses = clip_losses(clips_logits, clips_targets, scores, num_boxes=2.5)
+    assert LossWeights(2.0, 5.0, 2.0) == OFFICIAL_WEIGHTS
+    total = 2 * losses["loss_mask"] + 5 * losses["loss_dice"] + 2 * losses["loss_sim"]
+    torch.testing.assert_close(losses["loss"], total)
+    focal = sum(sigmoid_focal_loss(p[None], g[None], 2.5) for p, g in zip(clips_logits, clips_targets))
+    torch.testing.assert_close(losses["loss_mask"], focal)
+    # The similarity term averages over all 5 frames of the batch.
+    per_frame = [
+        mask_text_similarity_loss(p[t : t + 1], g[t : t + 1], s[t : t + 1])
+        for p, g, s in zip(clips_logits, clips_targets, scores)
+        for t in range(len(p))
+    ]
+    torch.testing.assert_close(losses["loss_sim"], torch.stack(per_frame).mean())
+    custom = clip_losses(clips_logits, clips_targets, scores, 2.5, LossWeights(1.0, 0.0, 0.0))
+    torch.testing.assert_close(custom["loss"], losses["loss_mask"])
+
+
+def test_num_boxes_counts_visible_frames_and_is_at_least_one():
+    assert count_visible_frames([torch.tensor([True, False, True]), torch.tensor([True])]) == 3.0
+    assert count_visible_frames([torch.tensor([False, False])]) == 1.0
+    assert count_visible_frames(torch.tensor([True, True])) == 2.0
