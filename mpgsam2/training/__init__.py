@@ -1,0 +1,104 @@
+"""Training and evaluation of MPG-SAM 2: the official recipe on one GPU, several (``torchrun``), or a CPU.
+
+``python -m mpgsam2 train CONFIG`` (see :func:`add_train_parser`) reads a JSON configuration
+(:class:`TrainConfig`, examples in ``configs/``) and runs :func:`train`. The pieces, usable on their own:
+
+* :func:`video_forward` - the official training forward of one clip: BEiT-3 and the mask prior generator over
+  all frames, then SAM 2's tracking loop frame by frame with gradients through the whole loop (memories
+  stored in bfloat16, as in the official code), the Hiera image encoder frozen; logits at SAM 2's square
+  resolution (low-resolution logits bilinearly upsampled, as the official ``pred_masks``).
+* :func:`image_forward` - the official single-image path of RefCOCO pre-training (no memory, the single-mask
+  output token, no object-score gating, no historical fusion, no "no point" prompt tokens).
+* :class:`TrainingForward` - an ``nn.Module`` computing the official losses of a batch of clips
+  (:mod:`mpgsam2.losses`), so that ``DistributedDataParallel`` can wrap it.
+* :func:`prepare_for_training` - frozen image encoder, train mode, the official dropout (0.1 in the fusion
+  layers, the prior generator's joint attention layer and SAM 2's memory attention), optional gradient
+  checkpointing.
+* :func:`build_optimizer` - AdamW, weight decay 5e-4, the two official learning-rate groups.
+* :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
+
+Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
+``torchrun`` provides the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...).
+"""
+
+from __future__ import annotations
+
+# ``name as name``: public names of the former single module that are not in ``__all__``, still importable.
+from .checkpoints import LAST_CHECKPOINT_FILE as LAST_CHECKPOINT_FILE
+from .checkpoints import STATE_FILE as STATE_FILE
+from .checkpoints import TOKENIZER_FILE as TOKENIZER_FILE
+from .checkpoints import (
+    last_checkpoint,
+    load_trained_model,
+    resolve_model_source,
+    save_checkpoint,
+    save_model,
+)
+from .cli import TRAIN_DESCRIPTION as TRAIN_DESCRIPTION
+from .cli import TRAIN_HELP as TRAIN_HELP
+from .cli import add_train_parser, main
+from .cli import run_train_command as run_train_command
+from .config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
+from .distributed import DistributedContext, init_distributed, wrap_distributed
+from .distributed import ResumableSampler as ResumableSampler
+from .evaluate import evaluate_model
+from .forward import (
+    ClipOutput,
+    TrainingForward,
+    clip_forward,
+    decode_all_masks,
+    encode_frames_trainable,
+    forward_backward,
+    image_forward,
+    video_forward,
+)
+from .loop import train
+from .models import TEST_TOKENIZER as TEST_TOKENIZER
+from .models import build_training_model
+from .optim import FAST_LR_PREFIXES, build_optimizer, parameter_groups
+from .optim import is_fast_parameter as is_fast_parameter
+from .prepare import FROZEN_PREFIX as FROZEN_PREFIX
+from .prepare import OFFICIAL_DROPOUT as OFFICIAL_DROPOUT
+from .prepare import (
+    enable_gradient_checkpointing,
+    freeze_image_encoder,
+    prepare_for_training,
+    set_dropout,
+)
+
+__all__ = [
+    "FAST_LR_PREFIXES",
+    "ClipOutput",
+    "DistributedContext",
+    "ModelSpec",
+    "OptimSpec",
+    "ScheduleSpec",
+    "TrainConfig",
+    "TrainingForward",
+    "add_train_parser",
+    "apply_overrides",
+    "build_optimizer",
+    "build_training_model",
+    "clip_forward",
+    "decode_all_masks",
+    "enable_gradient_checkpointing",
+    "encode_frames_trainable",
+    "evaluate_model",
+    "forward_backward",
+    "freeze_image_encoder",
+    "image_forward",
+    "init_distributed",
+    "last_checkpoint",
+    "load_config",
+    "load_trained_model",
+    "main",
+    "resolve_model_source",
+    "parameter_groups",
+    "prepare_for_training",
+    "save_checkpoint",
+    "save_model",
+    "set_dropout",
+    "train",
+    "video_forward",
+    "wrap_distributed",
+]

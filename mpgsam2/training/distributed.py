@@ -1,0 +1,90 @@
+"""Several processes: the ``torchrun`` process group, ``DistributedDataParallel``, the resumable sampler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from ..devices import pick_device
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistributedContext:
+    """Join the process group that ``torchrun`` describes in the environment (a no-op for one process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is not None:
+        chosen = torch.device(device)
+        if chosen.type == "cuda" and chosen.index is None:
+            chosen = torch.device("cuda", local_rank)
+    elif torch.cuda.is_available():
+        chosen = torch.device("cuda", local_rank)
+    else:
+        chosen = pick_device(None)
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return DistributedContext(rank, world_size, local_rank, chosen)
+
+
+def wrap_distributed(
+    module: nn.Module, context: DistributedContext, find_unused_parameters: bool = True
+) -> nn.Module:
+    """``DistributedDataParallel`` around ``module`` when several processes run; ``module`` otherwise."""
+    if not context.enabled:
+        return module
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(
+        module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+    )
+
+
+class ResumableSampler(DistributedSampler):
+    """``DistributedSampler`` (also for one process) that can start an epoch part-way, after a resume."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+def _barrier(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def _mean_over_processes(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
+    if not context.enabled:
+        return values
+    names = sorted(values)
+    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor)
+    return {n: float(v) / context.world_size for n, v in zip(names, tensor.tolist())}

@@ -1,0 +1,214 @@
+"""The training loop: :func:`train` runs a configuration in this process (one of several under ``torchrun``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ..data import ClipTransform, build_training_set, collate_clips
+from ..model import MPGSAM2
+from .checkpoints import (
+    _gather_rng_states,
+    _load_progress,
+    _prune_checkpoints,
+    last_checkpoint,
+    save_checkpoint,
+)
+from .config import TrainConfig
+from .distributed import (
+    DistributedContext,
+    ResumableSampler,
+    _barrier,
+    _mean_over_processes,
+    init_distributed,
+    wrap_distributed,
+)
+from .evaluate import evaluate_model
+from .forward import TrainingForward, forward_backward
+from .models import build_training_model
+from .optim import build_optimizer
+from .prepare import prepare_for_training
+
+logger = logging.getLogger(__name__)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # every CUDA device too
+
+
+def train(config: TrainConfig, resume: str | None = None) -> dict:
+    """Run a training configuration in this process (one of several under ``torchrun``).
+
+    Args:
+        config: see :class:`TrainConfig`.
+        resume: ``"auto"`` (the run's last checkpoint, if any), a checkpoint folder, or None (start afresh).
+    Returns:
+        A summary: steps done, the last checkpoint, per-step losses of this process, evaluation report.
+    """
+    schedule = config.schedule
+    context = init_distributed(schedule.device)
+    if schedule.num_workers > 0:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the loader's workers tokenise
+    if not context.is_main:
+        logging.getLogger("mpgsam2").setLevel(logging.WARNING)
+    output_dir = Path(config.output_dir)
+    if context.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "train_config.json").write_text(json.dumps(config.raw, indent=2))
+    # One seed per process, so that dropout differs between processes; DDP copies rank 0's weights to all.
+    _seed_everything(schedule.seed + context.rank)
+    try:
+        model, tokenizer, tokenizer_file = build_training_model(config.model)
+        model = prepare_for_training(
+            model.to(context.device), schedule.dropout, schedule.gradient_checkpointing
+        )
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info(
+            "Model %s: %.1f M parameters, %.1f M trained; %d process(es) on %s",
+            model.config.name,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            trainable / 1e6,
+            context.world_size,
+            context.device,
+        )
+        optimizer = build_optimizer(model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay)
+        dataset = build_training_set(
+            list(config.train_data), ClipTransform(model.config, tokenizer), schedule.augment, schedule.seed
+        )
+        sampler = ResumableSampler(dataset, context.world_size, context.rank, schedule.seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=schedule.batch_size,
+            sampler=sampler,
+            num_workers=schedule.num_workers,
+            collate_fn=collate_clips,
+            pin_memory=context.device.type == "cuda",
+            # Its own generator: creating an epoch's iterator must not draw from the global RNG, so that a
+            # resumed run continues with the same dropout draws as an uninterrupted one.
+            generator=torch.Generator().manual_seed(schedule.seed),
+        )
+        module = wrap_distributed(
+            TrainingForward(model, config.loss, schedule.precision, schedule.gradient_checkpointing),
+            context,
+            schedule.find_unused_parameters,
+        )
+
+        progress = {"step": 0, "epoch": 0, "batch": 0}
+        source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
+        if source is not None:
+            progress = _load_progress(source, model, optimizer, context)
+            logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
+        elif resume not in (None, "auto"):
+            raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
+
+        history: list[dict[str, float]] = []
+        window: list[dict[str, float]] = []
+        step, checkpoint_dir = progress["step"], source
+        steps_per_epoch = math.ceil(len(sampler) / schedule.batch_size)
+        done = schedule.max_steps is not None and step >= schedule.max_steps
+        epoch = progress["epoch"]
+        while epoch < schedule.epochs and not done:
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            first_batch = progress["batch"] if epoch == progress["epoch"] else 0
+            sampler.start = first_batch * schedule.batch_size
+            tick = time.time()
+            batch_index = first_batch
+            for batch_index, clips in enumerate(loader, start=first_batch):
+                optimizer.zero_grad(set_to_none=True)
+                losses = forward_backward(module, clips, context.device)
+                if config.optim.clip_max_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_max_norm)
+                optimizer.step()
+                step += 1
+                values = {name: float(value) for name, value in losses.items()}
+                history.append(values)
+                window.append(values)
+                if step % schedule.log_every == 0 or step == 1:
+                    mean = _mean_over_processes(
+                        {k: float(np.mean([w[k] for w in window])) for k in window[0]}, context
+                    )
+                    seconds = (time.time() - tick) / len(window)
+                    if context.is_main:
+                        logger.info(
+                            "epoch %d step %d (%d/%d): loss %.4f (mask %.4f, dice %.4f, sim %.4f), %.2f s/step",
+                            epoch, step, batch_index + 1, steps_per_epoch, mean["loss"],
+                            mean["loss_mask"], mean["loss_dice"], mean["loss_sim"], seconds,
+                        )  # fmt: skip
+                        with (output_dir / "log.jsonl").open("a") as log:
+                            log.write(
+                                json.dumps({"step": step, "epoch": epoch, **mean, "s_per_step": seconds})
+                                + "\n"
+                            )
+                    window, tick = [], time.time()
+                done = schedule.max_steps is not None and step >= schedule.max_steps
+                periodic = schedule.save_every_steps and step % schedule.save_every_steps == 0
+                if periodic or done:
+                    position = {"step": step, "epoch": epoch, "batch": batch_index + 1}
+                    if batch_index + 1 >= steps_per_epoch:
+                        position = {"step": step, "epoch": epoch + 1, "batch": 0}
+                    checkpoint_dir = _save(
+                        output_dir, model, optimizer, position, config, tokenizer_file, context
+                    )
+                if done:
+                    break
+            if not done:
+                epoch += 1
+                checkpoint_dir = _save(
+                    output_dir,
+                    model,
+                    optimizer,
+                    {"step": step, "epoch": epoch, "batch": 0},
+                    config,
+                    tokenizer_file,
+                    context,
+                )
+        summary = {
+            "steps": step,
+            "checkpoint": str(checkpoint_dir) if checkpoint_dir else None,
+            "history": history,
+        }
+    finally:
+        if context.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+    if config.eval_data is not None and context.is_main and checkpoint_dir is not None:
+        summary["eval"] = evaluate_model(
+            model,
+            tokenizer,
+            config.eval_data,
+            Path(checkpoint_dir) / "eval",
+            context.device,
+            schedule.precision,
+        )
+    return summary
+
+
+def _save(
+    output_dir: Path,
+    model: MPGSAM2,
+    optimizer: torch.optim.Optimizer,
+    progress: dict,
+    config: TrainConfig,
+    tokenizer_file: Path,
+    context: DistributedContext,
+) -> Path:
+    folder = output_dir / f"checkpoint-{progress['step']}"
+    rng_states = _gather_rng_states(context)
+    if context.is_main:
+        save_checkpoint(folder, model, optimizer, progress, config, tokenizer_file, rng_states)
+        _prune_checkpoints(output_dir, config.schedule.keep_checkpoints)
+        logger.info("Saved %s", folder)
+    _barrier(context)
+    return folder
