@@ -100,7 +100,7 @@ def write_davis_annotators(
     Args:
         probabilities_by_exp: exp_id -> (T, H, W) mask probabilities.
     """
-    from .render import DAVIS_PALETTE
+    from .export import DAVIS_PALETTE
 
     annotators: dict[int, list[np.ndarray]] = {}
     for i, exp_id in enumerate(item.expressions):

@@ -3,6 +3,10 @@
 decode (trim, fps, frame cap) -> VideoPredictor (SAM 2 features shared by all expressions, results streamed
 frame by frame) -> overlay video with the source audio, prior views, presence timeline, palette PNG zip,
 COCO RLE JSON, per-expression mask PNGs, a summary, and one zip bundling the downloads.
+
+:func:`iter_segment_video` reports each finished frame as it goes (with its prior view on disk, so a user
+interface can show it at once) and can stop early: the outputs then cover the frames finished so far.
+:func:`segment_video` is the same run for callers that only want the outputs.
 """
 
 from __future__ import annotations
@@ -10,20 +14,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from . import render
+from . import export, render
 from .video_io import Clip, read_video, write_video
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
+StopFn = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,9 @@ class ExpressionSummary:
     first_visible_s: float | None
     last_visible_s: float | None
     mean_area_percent: float  # over the frames with a mask
+    # Time spans (start, end) in seconds where the expression has no mask: hidden, not yet in view, or gone.
+    # A span ends where the next frame starts (the last one: one frame period after its last frame).
+    absent_spans_s: tuple[tuple[float, float], ...] = ()
 
     @property
     def no_match(self) -> bool:
@@ -73,9 +82,22 @@ class SegmentOutputs:
     height: int
     expressions: list[str]
     summaries: list[ExpressionSummary] = field(default_factory=list)
+    frames_requested: int = 0  # frames selected by the options; more than num_frames when stopped early
+    stopped: bool = False  # True when the run stopped early; the outputs cover the first num_frames frames
+    seconds: float = 0.0  # wall time of the run: decoding, the model, rendering and every export
 
     def no_match_messages(self) -> list[str]:
         return [f'No match for "{s.expression}" in any frame.' for s in self.summaries if s.no_match]
+
+
+@dataclass(frozen=True)
+class FrameDone:
+    """One frame finished by :func:`iter_segment_video`."""
+
+    frame_index: int  # position in the decoded clip
+    done: int  # frames finished so far, this one included
+    total: int  # frames in the clip
+    prior_view: Path  # [frame | prior heat map | final mask] per expression, already written
 
 
 def load_clip(path: str | os.PathLike, options: SegmentOptions) -> Clip:
@@ -102,6 +124,7 @@ def segment_video(
     options: SegmentOptions | None = None,
     progress: ProgressFn | None = None,
     clip: Clip | None = None,
+    should_stop: StopFn | None = None,
 ) -> SegmentOutputs:
     """Run MPG-SAM 2 on a video file and write every output into ``out_dir``.
 
@@ -111,9 +134,37 @@ def segment_video(
         expressions: referring expressions; blank ones are dropped.
         progress: called as ``progress(frames_done, total_frames)``.
         clip: frames already decoded with :func:`load_clip` (skips decoding again).
+        should_stop: polled after each frame; when it returns True the run stops and writes the outputs of
+            the frames finished so far (see :func:`iter_segment_video`).
+    """
+    for event in iter_segment_video(predictor, video, expressions, out_dir, options, clip, should_stop):
+        if isinstance(event, SegmentOutputs):
+            return event
+        if progress is not None:
+            progress(event.done, event.total)
+    raise RuntimeError("iter_segment_video ended without outputs")  # unreachable
+
+
+def iter_segment_video(
+    predictor,
+    video: str | os.PathLike,
+    expressions: list[str],
+    out_dir: str | os.PathLike,
+    options: SegmentOptions | None = None,
+    clip: Clip | None = None,
+    should_stop: StopFn | None = None,
+) -> Iterator[FrameDone | SegmentOutputs]:
+    """Run MPG-SAM 2 like :func:`segment_video`, yielding a :class:`FrameDone` per frame, then the outputs.
+
+    The model's loop comes first (one prior view JPEG per frame, written before its ``FrameDone``); the
+    overlay video and the exports are written after it from the masks kept in memory, so a run that stops
+    early (``should_stop()`` returned True after some frame) still ends with complete, consistent outputs
+    for the frames it finished, ``SegmentOutputs.stopped`` set. The last item is always the
+    :class:`SegmentOutputs`. Closing the generator early writes nothing more.
     """
     from .predictor import clean_expressions
 
+    started = time.monotonic()
     options = options or SegmentOptions()
     texts = clean_expressions(expressions)
     clip = clip if clip is not None else load_clip(video, options)
@@ -125,28 +176,45 @@ def segment_video(
     masks = np.zeros((len(texts), num_frames, height, width), dtype=bool)
     scores = np.zeros((len(texts), num_frames), dtype=np.float32)
     prior_views: list[Path] = []
-
-    def overlays() -> Iterator[np.ndarray]:
-        results = predictor.iter_segment(clip.frames, texts, clip_length=options.clip_length)
-        for done, result in enumerate(results, 1):
+    done = 0
+    results = predictor.iter_segment(clip.frames, texts, clip_length=options.clip_length)
+    try:
+        for result in results:
             t = result.frame_index
             masks[:, t] = result.masks
             scores[:, t] = result.object_scores
-            frame = clip.frames[t]
             rows = [
-                _prior_view_row(frame, result.priors[k], result.masks[k], colors[k], options.view_height)
+                _prior_view_row(
+                    clip.frames[t], result.priors[k], result.masks[k], colors[k], options.view_height
+                )
                 for k in range(len(texts))
             ]
             view = folder / "priors" / f"frame_{t:05d}.jpg"
             Image.fromarray(np.concatenate(rows, axis=0)).save(view, quality=88)
             prior_views.append(view)
-            if progress is not None:
-                progress(done, num_frames)
-            drawn = render.overlay_frame(frame, list(result.masks), colors, opacity=options.opacity)
+            done += 1
+            yield FrameDone(frame_index=t, done=done, total=num_frames, prior_view=view)
+            if done < num_frames and should_stop is not None and should_stop():
+                logger.info("stopped after %d of %d frames", done, num_frames)
+                break
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+    stopped = done < num_frames
+    if stopped:
+        # Frames come in order, so the finished ones are the first `done`.
+        clip = replace(clip, frames=clip.frames[:done], timestamps_s=clip.timestamps_s[:done])
+        masks, scores = masks[:, :done], scores[:, :done]
+
+    def overlays() -> Iterator[np.ndarray]:
+        for t in range(done):
+            drawn = render.overlay_frame(clip.frames[t], list(masks[:, t]), colors, opacity=options.opacity)
             yield render.draw_legend(drawn, texts, colors) if len(texts) > 1 else drawn
 
-    start = float(clip.timestamps_s[0]) if num_frames else 0.0
-    end = start + num_frames / clip.fps
+    start = float(clip.timestamps_s[0]) if done else 0.0
+    end = start + done / clip.fps
     overlay_video = write_video(
         folder / "overlay.mp4",
         overlays(),
@@ -155,7 +223,25 @@ def segment_video(
         audio_start_s=start,
         audio_end_s=end,
     )
-    return _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, prior_views)
+    outputs = _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, prior_views)
+    yield replace(outputs, frames_requested=num_frames, stopped=stopped, seconds=time.monotonic() - started)
+
+
+def _absent_spans(visible: np.ndarray, timestamps: np.ndarray, fps: float) -> tuple[tuple[float, float], ...]:
+    """(start, end) seconds of each run of frames where ``visible`` is False."""
+    spans = []
+    t = 0
+    n = len(visible)
+    while t < n:
+        if visible[t]:
+            t += 1
+            continue
+        first = t
+        while t < n and not visible[t]:
+            t += 1
+        end = float(timestamps[t]) if t < n else float(timestamps[t - 1]) + 1.0 / fps
+        spans.append((round(float(timestamps[first]), 3), round(end, 3)))
+    return tuple(spans)
 
 
 def _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, prior_views) -> SegmentOutputs:
@@ -164,16 +250,17 @@ def _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, pr
     timeline = folder / "timeline.png"
     render.presence_timeline_png(timeline, timestamps, list(scores), list(areas), texts, colors)
     names = [f"{t:05d}" for t in range(clip.num_frames)]
-    palette_zip = render.save_palette_pngs_zip(folder / "masks_palette.zip", list(masks), frame_names=names)
-    rle_json = render.save_coco_rle_json(
+    palette_zip = export.save_palette_pngs_zip(folder / "masks_palette.zip", list(masks), frame_names=names)
+    rle_json = export.save_coco_rle_json(
         folder / "masks_rle.json", list(masks), texts, timestamps, clip.fps, clip.width, clip.height
     )
     masks_dir = folder / "masks"
-    render.save_binary_mask_pngs(masks_dir, list(masks), texts, frame_names=names)
+    export.save_binary_mask_pngs(masks_dir, list(masks), texts, frame_names=names)
 
     summaries = []
     for k, text in enumerate(texts):
-        visible = np.flatnonzero(masks[k].any(axis=(1, 2)))
+        present = masks[k].any(axis=(1, 2))
+        visible = np.flatnonzero(present)
         summaries.append(
             ExpressionSummary(
                 expression=text,
@@ -183,6 +270,7 @@ def _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, pr
                 first_visible_s=float(timestamps[visible[0]]) if len(visible) else None,
                 last_visible_s=float(timestamps[visible[-1]]) if len(visible) else None,
                 mean_area_percent=float(100 * areas[k][visible].mean()) if len(visible) else 0.0,
+                absent_spans_s=_absent_spans(present, timestamps, clip.fps),
             )
         )
     summary_json = folder / "summary.json"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mpgsam2.render import load_coco_rle_json, load_palette_zip
+from mpgsam2.export import load_coco_rle_json, load_palette_zip
 from mpgsam2.video_io import ffprobe_summary, probe_video
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mpgsam2.export import DAVIS_PALETTE
 from mpgsam2.metrics import (
     _bound_radius,
     _dilate_disk,
@@ -18,7 +19,6 @@ from mpgsam2.metrics import (
     f_measure,
     seg2bmap,
 )
-from mpgsam2.render import DAVIS_PALETTE
 
 
 def square(h: int, w: int, y0: int, x0: int, n: int) -> np.ndarray:

@@ -13,20 +13,22 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from mpgsam2 import render
-from mpgsam2.render import (
+from mpgsam2.export import (
     DAVIS_PALETTE,
+    load_coco_rle_json,
+    load_palette_zip,
+    save_binary_mask_pngs,
+    save_coco_rle_json,
+    save_palette_pngs_zip,
+)
+from mpgsam2.render import (
     PALETTE,
     color_for,
     draw_legend,
-    load_coco_rle_json,
-    load_palette_zip,
     overlay_frame,
     overlay_video_frames,
     presence_timeline_png,
     prior_view,
-    save_binary_mask_pngs,
-    save_coco_rle_json,
-    save_palette_pngs_zip,
 )
 from mpgsam2.video_io import read_video
 
@@ -261,7 +263,7 @@ def test_coco_rle_round_trip(tmp_path):
     # A plain pycocotools decode of the stored object gives the same mask.
     rle = {"size": ann["segmentation"]["size"], "counts": ann["segmentation"]["counts"].encode()}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools vs numpy 2, see render.py
+        warnings.simplefilter("ignore", DeprecationWarning)  # pycocotools vs numpy 2, see export.py
         decoded = mask_utils.decode([rle])[:, :, 0]
     np.testing.assert_array_equal(decoded.astype(bool), masks[1][1])
     assert ann["area"] == int(masks[1][1].sum())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..render import DAVIS_PALETTE
+from ..export import DAVIS_PALETTE
 
 LAYOUTS = ("ytvos", "mevis", "davis")
 EXPRESSIONS = {"0": ("the red square on the left", 1), "1": ("the blue circle", 2)}

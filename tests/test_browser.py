@@ -1,0 +1,179 @@
+"""The app in a real browser: Playwright driving Debian's chromium against ``python app.py --model test``.
+
+Uploads a clip, types two expressions, runs, and checks what a visitor sees: the overlay video, the frame
+view (and that the frame slider changes it), the presence timeline and the downloads. Saves the README's
+screenshot to docs/screenshot.png. Closing the page ends the session, which removes its files.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_app import CUPS, ROOT, SessionFolders, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+TIMEOUT_MS = 120_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (scripts/setup.sh --dev)"),
+]
+
+
+def _save_screenshot(png: bytes) -> None:
+    """The README's screenshot, as a 256-colour PNG (a third of the size, no visible difference)."""
+    with Image.open(io.BytesIO(png)) as shot:
+        small = shot.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    small.save(SCREENSHOT, optimize=True)
+
+
+def _wait(page, condition: str, what: str, log: Path) -> None:
+    """Wait until the JavaScript ``condition`` holds; on a timeout, say what the page and the app showed."""
+    try:
+        page.wait_for_function(f"() => {condition}", timeout=TIMEOUT_MS)
+    except Exception as error:
+        state = page.evaluate(
+            """() => ({
+                estimate: document.querySelector('#estimate textarea')?.value,
+                summary: document.querySelector('#summary textarea')?.value,
+                frame: document.querySelector('#frame-view img')?.getAttribute('src'),
+                toasts: [...document.querySelectorAll('[data-testid=toast-body]')].map(t => t.innerText),
+            })"""
+        )
+        raise AssertionError(
+            f"waited for {what}: {error}\npage: {state}\napp log:\n{log.read_text()[-3000:]}"
+        ) from error
+
+
+def _session_hash(page) -> str:
+    return page.evaluate("() => window.__gradio_session_hash__")
+
+
+def test_upload_type_run_and_see_every_result(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api")
+    log = tmp_path / "app" / "app.log"
+    share_links = {"MPGSAM2_SHARE_LINKS": "1"}  # as on a Space
+    with (
+        running_app(tmp_path / "app", "--model", "test", env=share_links) as url,
+        playwright.sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1400, "height": 1000}, permissions=["clipboard-read", "clipboard-write"]
+            )
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#run-button")
+            assert "UNTRAINED TEST MODEL" in page.locator("#model-notice").inner_text()
+
+            page.locator("#video-input input[type=file]").set_input_files(str(CUPS))
+            page.locator("#expressions textarea").fill("the yellow ball\nthe cup on the right")
+            page.locator("#max-frames input").fill("12")
+            page.locator("#max-frames input").press("Tab")
+            estimate = page.locator("#estimate textarea")
+            _wait(
+                page,
+                "document.querySelector('#estimate textarea').value.startsWith('12 frames x 2')",
+                "the estimate",
+                log,
+            )
+            assert (
+                "12 frames x 2 expressions = 24 frame-expressions at 640x360; about" in estimate.input_value()
+            )
+
+            page.locator("#run-button").click()
+            page.wait_for_selector("#overlay-video video[src]")
+            _wait(
+                page,
+                "document.querySelector('#summary textarea').value.includes('12 frames x 2')",
+                "the summary",
+                log,
+            )
+            summary = page.locator("#summary textarea").input_value()
+            assert '[blue] "the yellow ball"' in summary and '[orange] "the cup on the right"' in summary
+            assert "UNTRAINED TEST MODEL" in summary
+
+            # The frame view: frame 0 first, frame 5 after moving the slider.
+            frame_view = page.locator("#frame-view img")
+            assert frame_view.get_attribute("src").endswith("frame_00000.jpg")
+            slider = page.locator("#frame-slider input[type=number]")
+            slider.fill("5")
+            slider.press("Enter")
+            _wait(
+                page,
+                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00005.jpg')",
+                "frame 5 in the frame view",
+                log,
+            )
+            assert page.locator("#frame-view img").evaluate("img => img.complete && img.naturalWidth > 0")
+            assert page.locator("#timeline img").evaluate("img => img.complete && img.naturalWidth > 0")
+
+            downloads = page.locator("#downloads").inner_text()
+            for name in ("mpgsam2_results", "overlay", "masks_palette", "masks_rle"):
+                assert name in downloads
+
+            # The browser loads the H.264 file.
+            _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            time.sleep(0.5)
+            _save_screenshot(page.screenshot(full_page=True))
+
+            # A shared link opens the same result, frames included.
+            page.get_by_role("button", name="Copy a link to this result").click()
+            link, deadline = "", time.monotonic() + 30
+            while "deep_link=" not in link and time.monotonic() < deadline:
+                time.sleep(0.2)
+                link = page.evaluate("() => navigator.clipboard.readText()")
+            assert link.startswith(url) and "deep_link=" in link
+            shared = context.new_page()
+            shared.set_default_timeout(TIMEOUT_MS)
+            shared.goto(link, wait_until="load")
+            _wait(
+                shared,
+                "document.querySelector('#summary textarea')?.value.includes('12 frames x 2')",
+                "it",
+                log,
+            )
+            assert shared.locator("#summary textarea").input_value() == summary
+            assert shared.locator("#overlay-video video").get_attribute("src").endswith("overlay.mp4")
+            assert shared.locator("#frame-view img").get_attribute("src").endswith("frame_00005.jpg")
+            shared_slider = shared.locator("#frame-slider input[type=number]")
+            shared_slider.fill("9")
+            shared_slider.press("Enter")
+            _wait(
+                shared,
+                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00009.jpg')",
+                "frame 9 in the shared result",
+                log,
+            )
+            shared.close()
+
+            # Closing the tab ends the session: its folder goes away.
+            session = SessionFolders(tmp_path / "app" / "sessions").folder(_session_hash(page))
+            assert session.is_dir()
+            page.close()
+            deadline = time.monotonic() + 30
+            while session.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not session.exists()
+        finally:
+            browser.close()
+    with Image.open(SCREENSHOT) as shot:
+        assert shot.width == 1400 and shot.height > 1000
