@@ -150,6 +150,7 @@ def decode_masks(
     dense: torch.Tensor,
     high_res: list[torch.Tensor],
     fuse_mask_tokens: Callable[[torch.Tensor], torch.Tensor],
+    keep_single_mask_token: bool = False,
 ) -> DecoderOutput:
     """``MaskDecoder.predict_masks`` with the mask tokens fused before the two-way transformer.
 
@@ -158,6 +159,8 @@ def decode_masks(
         sparse: (1, N, C) prompt tokens; dense: (1, C, h, w).
         high_res: SAM 2's two high-resolution feature maps.
         fuse_mask_tokens: (1, 4, C) -> (1, 4, C), the object-level fusions.
+        keep_single_mask_token: also return token 0's mask (M = 4), as the official image pre-training
+            path uses; tracking drops it (M = 3).
     """
     mask_tokens = fuse_mask_tokens(decoder.mask_tokens.weight.unsqueeze(0))
     head_tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight]).unsqueeze(0)
@@ -180,7 +183,8 @@ def decode_masks(
     iou = decoder.iou_prediction_head(iou_token)
     object_score = decoder.pred_obj_score_head(hidden[:, 0])
     # Multimask output: token 0 (the single-mask token) is dropped, as SAM 2 does when tracking.
-    return DecoderOutput(masks[:, 1:], iou[:, 1:], mask_tokens_out[:, 1:], object_score)
+    first = 0 if keep_single_mask_token else 1
+    return DecoderOutput(masks[:, first:], iou[:, first:], mask_tokens_out[:, first:], object_score)
 
 
 @dataclass(frozen=True)

@@ -91,23 +91,7 @@ def save_model(
     so that the folder alone is a complete model for :class:`mpgsam2.VideoPredictor`.
     """
     folder = Path(folder)
-    try:
-        save_pretrained(model, folder)
-    except CheckpointError:
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        config = model.config
-        meta = {
-            "model_type": "evf",
-            "hidden_size": config.beit3.embed_dim,
-            "out_dim": config.prompt_dim,
-            "mm_extractor_scale": {1024: "large", 768: "base"}.get(config.beit3.embed_dim, "custom"),
-            "mpgsam2": config.to_dict(),
-        }
-        (folder / "config.json").write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_pretrained(model, folder)
     if tokenizer_file is not None:
         shutil.copyfile(tokenizer_file, folder / TOKENIZER_FILE)
     return folder

@@ -15,7 +15,7 @@ from ..data import TrainingClip
 from ..devices import autocast, parse_dtype
 from ..losses import OFFICIAL_WEIGHTS, LossWeights, clip_losses, count_visible_frames
 from ..model import MPGSAM2
-from ..sam2_adapter import FrameFeatures
+from ..sam2_adapter import FrameFeatures, decode_masks
 
 
 @dataclass(frozen=True)
@@ -115,26 +115,17 @@ def decode_all_masks(
     Returns:
         masks (1, 4, 4h, 4w), IoU predictions (1, 4), mask tokens (1, 4, C), object-score logits (1, 1).
     """
-    mask_tokens = fuse_mask_tokens(decoder.mask_tokens.weight.unsqueeze(0))
-    head_tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight]).unsqueeze(0)
-    tokens = torch.cat([head_tokens, mask_tokens, sparse.to(mask_tokens.dtype)], dim=1)
-    src = image_embedding + dense
-    batch, channels, height, width = src.shape
-    hidden, src = decoder.transformer(src, image_pe, tokens)
-    iou_token, tokens_out = hidden[:, 1], hidden[:, 2 : 2 + decoder.num_mask_tokens]
-    src = src.transpose(1, 2).reshape(batch, channels, height, width)
-    upscale1, norm1, act1, upscale2, act2 = decoder.output_upscaling
-    feat_s0, feat_s1 = high_res
-    upscaled = act2(upscale2(act1(norm1(upscale1(src) + feat_s1))) + feat_s0)
-    hyper = torch.stack([mlp(tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
-    _, up_channels, up_h, up_w = upscaled.shape
-    masks = (hyper @ upscaled.reshape(batch, up_channels, up_h * up_w)).reshape(batch, -1, up_h, up_w)
-    return (
-        masks,
-        decoder.iou_prediction_head(iou_token),
-        tokens_out,
-        decoder.pred_obj_score_head(hidden[:, 0]),
+    decoded = decode_masks(
+        decoder,
+        image_embedding,
+        image_pe,
+        sparse,
+        dense,
+        high_res,
+        fuse_mask_tokens,
+        keep_single_mask_token=True,
     )
+    return decoded.multimask_logits, decoded.iou, decoded.mask_tokens, decoded.object_score_logits
 
 
 def image_forward(model: MPGSAM2, clip: TrainingClip) -> ClipOutput:
