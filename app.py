@@ -1,6 +1,6 @@
 """MPG-SAM 2 in the browser: drop a clip, type what to follow, see the masks and the prior masks behind them.
 
-Wiring only. Input checks, estimates, session folders and the model store live in ``mpgsam2/space.py``; the
+Wiring only. Input checks, estimates, session folders and the model store live in ``mpgsam2/space/``; the
 run itself (decode, model, overlay video, exports) in ``mpgsam2/pipeline.py``.
 
     python app.py                  # http://127.0.0.1:7860, the ytvos model
@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,7 +30,13 @@ import torch
 from mpgsam2 import space
 from mpgsam2.checkpoint import CheckpointError
 from mpgsam2.devices import pick_device
-from mpgsam2.pipeline import FrameDone, SegmentOutputs, iter_segment_video
+from mpgsam2.pipeline import (
+    FrameDone,
+    RunInterrupted,
+    SegmentOutputs,
+    iter_segment_video,
+    outputs_from_frames,
+)
 from mpgsam2.predictor import VideoPredictor
 
 logger = logging.getLogger("mpgsam2.app")
@@ -45,6 +52,9 @@ MCP_AVAILABLE = importlib.util.find_spec("mcp") is not None  # the gradio[mcp] e
 QUEUE_SIZE = 20
 CONCURRENCY = int(os.environ.get("MPGSAM2_CONCURRENCY", "1"))  # runs at once: one per GPU
 MAX_GPU_SECONDS = space.MAX_GPU_SECONDS if ZERO_GPU else None  # only ZeroGPU limits a run's time
+#: Keep each finished frame's masks in this process, to write the outputs of the frames done when the GPU
+#: worker is cut off past its duration (ZeroGPU); elsewhere the pipeline does it itself.
+KEEP_FRAMES = ZERO_GPU
 STREAM_EVERY_S = 1.0  # how often a running job shows its newest frame
 MAX_UPLOAD = "500mb"
 # Gradio's copies of uploads and results (which shared links point to) are kept for a day.
@@ -151,7 +161,12 @@ def _predictor(model: str) -> Any:
 def _execute(
     job: space.Job, session_hash: str | None, progress: gr.Progress | None
 ) -> Iterator[FrameDone | Finished]:
-    """Run ``job`` in the session's folder: its frames as they finish, then the outputs."""
+    """Run ``job`` in the session's folder: its frames as they finish, then the outputs.
+
+    A run that fails part-way (out of memory, past its ZeroGPU duration, any error) still ends with
+    complete outputs for the frames it finished, and a warning saying what happened; only a run that
+    finished no frame raises.
+    """
     predictor = _predictor(job.model)
     SESSIONS.sweep()
     started = time.monotonic()
@@ -159,15 +174,46 @@ def _execute(
     try:
         with SESSIONS.run(session_hash) as run_dir:
             stop_flag = str(SESSIONS.stop_flag(session_hash))
+            done: list[FrameDone] = []
             events = segment_on_gpu(job, str(run_dir), stop_flag)
-            with closing(events):
-                for event in events:
-                    if isinstance(event, SegmentOutputs):
-                        outputs = event
-                        continue
-                    if progress is not None:
-                        progress((event.done, event.total), desc="Segmenting", unit="frames")
-                    yield event
+            try:
+                with closing(events):
+                    for event in events:
+                        if isinstance(event, SegmentOutputs):
+                            outputs = event
+                            continue
+                        # The masks are kept only where the run is in a process that can be cut off (ZeroGPU):
+                        # in this process the pipeline itself keeps the frames done when it fails.
+                        done.append(event if KEEP_FRAMES else replace(event, masks=None, object_scores=None))
+                        if progress is not None:
+                            progress((event.done, event.total), desc="Segmenting", unit="frames")
+                        yield event
+            except RunInterrupted as error:  # the pipeline kept the frames done, if any
+                logger.warning("run interrupted: %s", error)
+                if error.outputs is None:
+                    raise _error(str(error)) from None
+                outputs = error.outputs
+            except (gr.Error, ValueError):
+                raise
+            except Exception as error:  # e.g. a ZeroGPU worker past its duration: rebuild from the frames
+                if not done:
+                    raise
+                logger.warning("run cut off after %d frames: %s", len(done), error)
+                outputs = outputs_from_frames(
+                    job.video,
+                    list(job.expressions),
+                    run_dir,
+                    job.options,
+                    done,
+                    frames_requested=done[-1].total,
+                    reason=f"The run was cut off after {len(done)} of {done[-1].total} frames "
+                    f"({type(error).__name__}); the results cover those. Lower the maximum number of "
+                    "frames or the frame rate to finish within the time allowed.",
+                )
+                if outputs is None:
+                    raise
+    except gr.Error:
+        raise
     except ValueError as error:  # VideoReadError and other problems a user can fix, with advice
         raise _error(space.without_paths(str(error), job.video)) from None
     except Exception as error:

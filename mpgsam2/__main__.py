@@ -14,6 +14,8 @@ from pathlib import Path
 logger = logging.getLogger("mpgsam2")
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+#: ``segment`` refuses longer parts of a video unless told otherwise (--max-duration).
+MAX_DURATION_S = 300.0
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +41,7 @@ def _predictor(args):
 def _segment(args) -> int:
     from tqdm import tqdm
 
-    from .pipeline import SegmentOptions, load_clip, segment_video
+    from .pipeline import DEFAULT_MAX_SIDE, SegmentOptions, load_clip, segment_video
     from .predictor import clean_expressions
 
     expressions = clean_expressions(args.expression or [])
@@ -50,6 +52,8 @@ def _segment(args) -> int:
         max_frames=args.max_frames,
         opacity=args.opacity,
         clip_length=args.clip_length,
+        max_side=(args.max_side or None) if args.max_side is not None else DEFAULT_MAX_SIDE,
+        max_duration_s=args.max_duration or None,
     )
     clip = load_clip(args.video, options)  # before loading the model: a bad video fails in a second
     predictor = _predictor(args)
@@ -59,7 +63,7 @@ def _segment(args) -> int:
             bar.update(done - bar.n)
 
         outputs = segment_video(predictor, args.video, expressions, args.out, options, progress, clip=clip)
-    for message in outputs.no_match_messages():
+    for message in (*outputs.warnings, *outputs.no_match_messages()):
         logger.warning(message)
     print(json.dumps({"overlay": str(outputs.overlay_video), "folder": str(outputs.folder)}))
     return 0
@@ -117,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument(
         "--clip-length", type=int, default=None, help="independent clips of N frames (MeViS)"
     )
+    segment.add_argument(
+        "--max-side",
+        type=int,
+        default=None,
+        help="downscale frames whose longer side exceeds this many pixels (default 1920; 0: never)",
+    )
+    segment.add_argument(
+        "--max-duration",
+        type=float,
+        default=MAX_DURATION_S,
+        help=f"refuse a part to process longer than this many seconds (default {MAX_DURATION_S:g}; 0: no limit)",
+    )
     _add_model_options(segment)
     segment.set_defaults(run=_segment)
 
@@ -152,11 +168,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s"
     )
+    from .pipeline import RunInterrupted, RunOutOfMemory
+
     try:
         return args.run(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except RunInterrupted as error:  # the outputs of the frames done, if any, are on disk
+        logger.debug("run interrupted", exc_info=True)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2 if isinstance(error, RunOutOfMemory) else 1
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (some list their details one per line)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -24,9 +24,33 @@ import numpy as np
 from PIL import Image
 
 from . import export, render
-from .video_io import Clip, read_video, write_video
+from .video_io import Clip, VideoReadError, probe_video, read_video, write_video
 
 logger = logging.getLogger(__name__)
+
+#: Frames whose longer side exceeds this are downscaled while decoding (8K phone clips would need gigabytes).
+DEFAULT_MAX_SIDE = 1920
+
+
+class ClipTooLongError(VideoReadError):
+    """The part of the video to process is longer than ``SegmentOptions.max_duration_s``."""
+
+
+class RunInterrupted(RuntimeError):
+    """The model's loop failed part-way; ``outputs`` (when not None) are complete outputs for the frames
+    finished before the failure (``outputs.stopped`` is True)."""
+
+    def __init__(self, message: str, outputs: SegmentOutputs | None = None):
+        super().__init__(message)
+        self.outputs = outputs
+
+    def __reduce__(self):  # picklable across processes (ZeroGPU workers), outputs included
+        return (type(self), (str(self), self.outputs))
+
+
+class RunOutOfMemory(RunInterrupted):
+    """The device ran out of memory; its cache was freed and the message says what to reduce."""
+
 
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
@@ -43,6 +67,8 @@ class SegmentOptions:
     opacity: float = 0.5
     clip_length: int | None = None  # None: whole video at once (Ref-YouTube-VOS); 24: MeViS-style clips
     view_height: int = 360  # height of each row of the per-frame prior views
+    max_side: int | None = DEFAULT_MAX_SIDE  # longer frame side after decoding (larger frames are downscaled)
+    max_duration_s: float | None = None  # refuse (before decoding) a part to process longer than this
 
 
 @dataclass(frozen=True)
@@ -85,6 +111,11 @@ class SegmentOutputs:
     frames_requested: int = 0  # frames selected by the options; more than num_frames when stopped early
     stopped: bool = False  # True when the run stopped early; the outputs cover the first num_frames frames
     seconds: float = 0.0  # wall time of the run: decoding, the model, rendering and every export
+    # Things the user should know: frames downscaled, expressions cut or made of unknown words, a run
+    # interrupted part-way. Plain text; expressions appear verbatim (never render these as markup).
+    warnings: tuple[str, ...] = ()
+    source_width: int = 0  # the video's own size (larger than width x height when downscaled)
+    source_height: int = 0
 
     def no_match_messages(self) -> list[str]:
         return [f'No match for "{s.expression}" in any frame.' for s in self.summaries if s.no_match]
@@ -98,13 +129,95 @@ class FrameDone:
     done: int  # frames finished so far, this one included
     total: int  # frames in the clip
     prior_view: Path  # [frame | prior heat map | final mask] per expression, already written
+    # This frame's results, so that a caller in another process (ZeroGPU) can still write the outputs of the
+    # frames done when the run is cut off (see :func:`outputs_from_frames`).
+    masks: np.ndarray | None = None  # (K, H, W) bool
+    object_scores: np.ndarray | None = None  # (K,) float32
+
+
+def window_seconds(duration_s: float, start_s: float | None, end_s: float | None) -> float:
+    """Length of the part of a ``duration_s`` video between ``start_s`` and ``end_s`` (None: the ends)."""
+    end = duration_s if end_s is None else min(end_s, duration_s)
+    return max(0.0, end - (start_s or 0.0))
+
+
+def too_long_message(window_s: float, limit_s: float, whole: bool) -> str:
+    what = "The video is" if whole else "The part to process is"
+    return (
+        f"{what} {window_s:.0f} s long; at most {limit_s:g} s are processed in one run. Trim it to a window "
+        f"of at most {limit_s:g} s (start and end times), and lower the frame rate to keep the run short."
+    )
 
 
 def load_clip(path: str | os.PathLike, options: SegmentOptions) -> Clip:
-    """Decode the part of the video that ``options`` selects (raises ``VideoReadError`` with advice)."""
+    """Decode the part of the video that ``options`` selects (raises ``VideoReadError`` with advice).
+
+    Raises:
+        ClipTooLongError: the part to process is longer than ``options.max_duration_s`` (checked from the
+            metadata, before decoding anything).
+    """
+    if options.max_duration_s is not None:
+        info = probe_video(path)
+        window = window_seconds(info.duration_s, options.start_s, options.end_s)
+        if window > options.max_duration_s + 1e-6:
+            whole = options.start_s is None and options.end_s is None
+            raise ClipTooLongError(too_long_message(window, options.max_duration_s, whole))
     return read_video(
-        path, start_s=options.start_s, end_s=options.end_s, fps=options.fps, max_frames=options.max_frames
+        path,
+        start_s=options.start_s,
+        end_s=options.end_s,
+        fps=options.fps,
+        max_frames=options.max_frames,
+        max_side=options.max_side,
     )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA's ``OutOfMemoryError`` and the plain out-of-memory errors of other devices (MPS)."""
+    try:
+        import torch
+
+        if isinstance(error, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def free_device_memory() -> None:
+    """Give the memory cached by torch back to the device after a failed run."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+def expression_warnings(predictor, texts: list[str]) -> list[str]:
+    """What the tokenizer had to do to each expression: cut one longer than BEiT-3's text positions, or
+    find no known word in it (the model then sees only the image). Empty for predictors without one."""
+    tokenizer = getattr(predictor, "tokenizer", None)
+    if tokenizer is None:
+        return []
+    warnings = []
+    for number, text in enumerate(texts, 1):
+        encoded = tokenizer.encode(text)
+        if encoded.truncated:
+            warnings.append(
+                f"Expression {number} is longer than the {tokenizer.max_tokens} tokens the model reads; only "
+                "its beginning was used. Shorten it."
+            )
+        if encoded.unknown_only:
+            warnings.append(
+                f"Expression {number} has no word the model knows; it segmented from the image alone. "
+                "Rephrase it in plain words."
+            )
+    return warnings
 
 
 def _prior_view_row(frame: np.ndarray, prior: np.ndarray, mask: np.ndarray, color, height: int) -> np.ndarray:
@@ -168,6 +281,7 @@ def iter_segment_video(
     options = options or SegmentOptions()
     texts = clean_expressions(expressions)
     clip = clip if clip is not None else load_clip(video, options)
+    notes = expression_warnings(predictor, texts)
     folder = Path(out_dir)
     (folder / "priors").mkdir(parents=True, exist_ok=True)
     num_frames, height, width = clip.num_frames, clip.height, clip.width
@@ -178,6 +292,7 @@ def iter_segment_video(
     prior_views: list[Path] = []
     done = 0
     results = predictor.iter_segment(clip.frames, texts, clip_length=options.clip_length)
+    failure: Exception | None = None
     try:
         for result in results:
             t = result.frame_index
@@ -193,16 +308,73 @@ def iter_segment_video(
             Image.fromarray(np.concatenate(rows, axis=0)).save(view, quality=88)
             prior_views.append(view)
             done += 1
-            yield FrameDone(frame_index=t, done=done, total=num_frames, prior_view=view)
+            yield FrameDone(
+                frame_index=t,
+                done=done,
+                total=num_frames,
+                prior_view=view,
+                masks=np.asarray(result.masks, dtype=bool),
+                object_scores=np.asarray(result.object_scores, dtype=np.float32),
+            )
             if done < num_frames and should_stop is not None and should_stop():
                 logger.info("stopped after %d of %d frames", done, num_frames)
                 break
+    except Exception as error:  # the model failed part-way: keep what is done, then say what happened
+        failure = error
     finally:
         close = getattr(results, "close", None)
         if close is not None:
             close()
 
-    stopped = done < num_frames
+    outputs = None
+    if failure is not None:
+        out_of_memory = is_out_of_memory(failure)
+        if out_of_memory:
+            free_device_memory()
+        if done:
+            notes.append(f"The run failed after {done} of {num_frames} frames; the results cover those.")
+            outputs = _finish(video, folder, clip, texts, colors, masks, scores, prior_views, done, options)
+            outputs = replace(
+                outputs,
+                frames_requested=num_frames,
+                warnings=(*_clip_notes(clip), *notes),
+                seconds=time.monotonic() - started,
+            )
+        kept = f" The outputs cover the first {done} frames." if done else ""
+        if out_of_memory:
+            raise RunOutOfMemory(
+                f"Out of device memory after {done} of {num_frames} frames ({len(texts)} expression(s) at "
+                f"{width}x{height}). Lower the maximum number of frames, the frame rate, the resolution "
+                f"(max_side) or the number of expressions.{kept}",
+                outputs,
+            ) from failure
+        raise RunInterrupted(
+            f"The run failed after {done} of {num_frames} frames ({type(failure).__name__}: {failure}).{kept}",
+            outputs,
+        ) from failure
+
+    outputs = _finish(video, folder, clip, texts, colors, masks, scores, prior_views, done, options)
+    yield replace(
+        outputs,
+        frames_requested=num_frames,
+        warnings=(*_clip_notes(clip), *notes),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _clip_notes(clip: Clip) -> list[str]:
+    source = clip.source
+    if (source.width, source.height) != (clip.width, clip.height) and source.width and source.height:
+        return [
+            f"Frames were downscaled from {source.width}x{source.height} to {clip.width}x{clip.height} "
+            "while decoding."
+        ]
+    return []
+
+
+def _finish(video, folder, clip, texts, colors, masks, scores, prior_views, done, options) -> SegmentOutputs:
+    """The overlay video and every export for the first ``done`` frames (all of them when none is missing)."""
+    stopped = done < clip.num_frames
     if stopped:
         # Frames come in order, so the finished ones are the first `done`.
         clip = replace(clip, frames=clip.frames[:done], timestamps_s=clip.timestamps_s[:done])
@@ -223,8 +395,52 @@ def iter_segment_video(
         audio_start_s=start,
         audio_end_s=end,
     )
-    outputs = _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, prior_views)
-    yield replace(outputs, frames_requested=num_frames, stopped=stopped, seconds=time.monotonic() - started)
+    outputs = _write_exports(folder, clip, texts, colors, masks, scores, overlay_video, prior_views[:done])
+    return replace(outputs, stopped=stopped, source_width=clip.source.width, source_height=clip.source.height)
+
+
+def outputs_from_frames(
+    video: str | os.PathLike,
+    expressions: list[str],
+    out_dir: str | os.PathLike,
+    options: SegmentOptions,
+    frames: list[FrameDone],
+    frames_requested: int,
+    reason: str,
+    clip: Clip | None = None,
+) -> SegmentOutputs | None:
+    """Complete outputs for the frames a run finished before it was cut off elsewhere (a ZeroGPU worker
+    past its duration): decodes the clip again and writes everything from the frames' masks. None when no
+    frame has its masks. ``reason`` joins the warnings."""
+    from .predictor import clean_expressions
+
+    frames = [f for f in frames if f.masks is not None and f.object_scores is not None]
+    if not frames:
+        return None
+    started = time.monotonic()
+    texts = clean_expressions(expressions)
+    clip = clip if clip is not None else load_clip(video, options)
+    done = min(len(frames), clip.num_frames)
+    first = frames[0].masks
+    if first.shape[1:] != (clip.height, clip.width) or first.shape[0] != len(texts):
+        logger.warning("the frames done do not match the clip; no partial outputs")
+        return None
+    masks = np.zeros((len(texts), clip.num_frames, clip.height, clip.width), dtype=bool)
+    scores = np.zeros((len(texts), clip.num_frames), dtype=np.float32)
+    for t, frame in enumerate(frames[:done]):
+        masks[:, t] = frame.masks
+        scores[:, t] = frame.object_scores
+    colors = [render.color_for(k, len(texts)) for k in range(len(texts))]
+    folder = Path(out_dir)
+    views = [f.prior_view for f in frames[:done]]
+    outputs = _finish(video, folder, clip, texts, colors, masks, scores, views, done, options)
+    return replace(
+        outputs,
+        frames_requested=frames_requested,
+        stopped=True,
+        warnings=(*_clip_notes(clip), reason),
+        seconds=time.monotonic() - started,
+    )
 
 
 def _absent_spans(visible: np.ndarray, timestamps: np.ndarray, fps: float) -> tuple[tuple[float, float], ...]:

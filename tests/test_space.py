@@ -75,7 +75,15 @@ def test_bad_expressions_name_the_field_and_the_fix(text, message):
 
 def test_zero_and_empty_mean_not_set():
     options = space.segment_options(0, 0, 0, 0, 0.3)
-    assert options == SegmentOptions(None, None, None, space.MAX_FRAMES, 0.3)
+    assert options == SegmentOptions(
+        None,
+        None,
+        None,
+        space.MAX_FRAMES,
+        0.3,
+        max_side=space.limits.MAX_SIDE,
+        max_duration_s=space.limits.MAX_CLIP_SECONDS,
+    )
     options = space.segment_options(None, "", None, 12, None)
     assert (options.start_s, options.end_s, options.max_frames, options.opacity) == (None, None, 12, 0.5)
     assert space.segment_options(1.5, 3, 10, 50.0, 1).max_frames == 50
@@ -172,7 +180,7 @@ def test_without_paths_replaces_every_form_of_the_path(tmp_path):
 
 
 def test_memory_budget(monkeypatch):
-    monkeypatch.setattr(space, "MEMORY_BUDGET_BYTES", 10 * 640 * 360 * 5)
+    monkeypatch.setattr(space.limits, "MEMORY_BUDGET_BYTES", 10 * 640 * 360 * 5)
     space.plan_job(str(CUPS), "a\nb", "test", max_frames=10)
     with pytest.raises(space.InputError, match="need about .* GiB of memory") as caught:
         space.plan_job(str(CUPS), "a\nb", "test", max_frames=11)
@@ -478,7 +486,10 @@ def test_segment_video_reports_progress_and_runs_to_the_end(test_predictor, tmp_
         "fps": pytest.approx(NTSC),
         "width": 640,
         "height": 360,
+        "source_width": 640,
+        "source_height": 360,
     }
+    assert data["warnings"] == []
     assert data["untrained"] is True and data["seconds"] == 3.21
     assert [e["expression"] for e in data["expressions"]] == ["the yellow ball"]
     assert data["expressions"][0]["color_name"] == "blue"

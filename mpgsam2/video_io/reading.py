@@ -286,6 +286,10 @@ def _read_ffmpeg(
             proc.kill()
             proc.wait()
         reader.join(timeout=10)
+        # Close the pipes here rather than leave them to the garbage collector (one pair per read).
+        proc.stdout.close()
+        if not reader.is_alive():
+            proc.stderr.close()
     log = "\n".join(log_tail)
     if not stopped_early:
         truncation = _truncation_line(log)

@@ -1,0 +1,129 @@
+"""What the Gradio Space needs that is not user interface: input checks, the work estimate, the ZeroGPU
+duration, per-session folders, the model store and the plain-text result summaries.
+
+``app.py`` only wires these into Gradio. Nothing here imports gradio, so all of it is tested without a
+browser or a server (``tests/test_space.py``). Modules: :mod:`.limits` (limits and names),
+:mod:`.inputs` (checks), :mod:`.estimates` (time and ZeroGPU duration), :mod:`.sessions` (folders),
+:mod:`.models` (the model store), :mod:`.results` (summaries); everything is re-exported here.
+
+The flow of one run:
+
+1. :func:`plan_job` turns the raw form values (a video path, expressions one per line, trim, fps, frame cap,
+   opacity) into a checked :class:`Job`, or raises :class:`InputError` naming every field to change. It
+   probes the video (cheap: no decoding) and estimates the frames to process, so impossible or too-large
+   requests are refused before any GPU time is spent.
+2. :func:`estimate_seconds` predicts the run time on this device from a :class:`CostModel`, refined by
+   :class:`TimingLog` after each real run; :func:`gpu_duration` turns the CUDA estimate into the seconds that
+   ``@spaces.GPU(duration=...)`` reserves on ZeroGPU.
+3. :class:`SessionFolders` gives each browser session (or API client) its own temporary folder, a fresh
+   sub-folder per run and a stop flag, and removes them when the session ends or goes idle.
+4. :class:`ModelStore` loads each model once per process and remembers why one could not be loaded.
+"""
+
+from __future__ import annotations
+
+from ..video_io import VideoReadError
+from . import estimates, inputs, limits, models, results, sessions
+from .estimates import (
+    COST_MODELS,
+    CostModel,
+    Job,
+    TimingLog,
+    cost_model,
+    describe_estimate,
+    estimate_seconds,
+    format_seconds,
+    gpu_duration,
+    gpu_seconds_needed,
+    max_frames_within,
+)
+from .inputs import (
+    InputError,
+    estimate_frames,
+    estimate_line,
+    parse_expressions,
+    plan_job,
+    probe,
+    segment_options,
+    without_paths,
+)
+from .limits import (
+    COLOR_NAMES,
+    DEFAULT_MAX_FRAMES,
+    FIELDS,
+    GPU_SAFETY_FACTOR,
+    GPU_STARTUP_SECONDS,
+    MAX_EXPRESSION_CHARS,
+    MAX_EXPRESSIONS,
+    MAX_FRAMES,
+    MAX_GPU_SECONDS,
+    MEMORY_BUDGET_BYTES,
+    MIN_GPU_SECONDS,
+    MODEL_PRESETS,
+    MODEL_VARIANTS,
+    TEST_MODEL,
+    color_name,
+    examples_cache_name,
+    model_choices,
+    on_spaces,
+    on_zero_gpu,
+    preset_for,
+)
+from .models import ModelStore, model_notice
+from .results import download_files, result_json, summary_text
+from .sessions import SessionFolders
+
+__all__ = [
+    "COLOR_NAMES",
+    "COST_MODELS",
+    "DEFAULT_MAX_FRAMES",
+    "FIELDS",
+    "GPU_SAFETY_FACTOR",
+    "GPU_STARTUP_SECONDS",
+    "MAX_EXPRESSIONS",
+    "MAX_EXPRESSION_CHARS",
+    "MAX_FRAMES",
+    "MAX_GPU_SECONDS",
+    "MEMORY_BUDGET_BYTES",
+    "MIN_GPU_SECONDS",
+    "MODEL_PRESETS",
+    "MODEL_VARIANTS",
+    "TEST_MODEL",
+    "CostModel",
+    "InputError",
+    "Job",
+    "ModelStore",
+    "SessionFolders",
+    "TimingLog",
+    "VideoReadError",
+    "color_name",
+    "cost_model",
+    "describe_estimate",
+    "download_files",
+    "estimate_frames",
+    "estimate_line",
+    "estimate_seconds",
+    "estimates",
+    "examples_cache_name",
+    "format_seconds",
+    "gpu_duration",
+    "gpu_seconds_needed",
+    "inputs",
+    "limits",
+    "max_frames_within",
+    "model_choices",
+    "model_notice",
+    "models",
+    "on_spaces",
+    "on_zero_gpu",
+    "parse_expressions",
+    "plan_job",
+    "preset_for",
+    "probe",
+    "result_json",
+    "results",
+    "segment_options",
+    "sessions",
+    "summary_text",
+    "without_paths",
+]
