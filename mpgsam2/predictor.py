@@ -152,6 +152,14 @@ class VideoPredictor:
         with autocast(self.device, self.precision):
             for text in texts:
                 encoded = self.tokenizer.encode(text)
+                if encoded.truncated:
+                    logger.warning(
+                        "%r was cut to BEiT-3's %d text positions.", text[:60], self.tokenizer.max_tokens
+                    )
+                if encoded.unknown_only:
+                    logger.warning(
+                        "No word of %r is in the vocabulary; the model sees only the image.", text[:60]
+                    )
                 context, _ = self.model.encode_clip(
                     images, encoded.input_ids.to(self.device), encoded.padding.to(self.device)
                 )

@@ -57,21 +57,14 @@ class ExpressionTokenizer:
     def encode(self, text: str) -> EncodedExpression:
         """Token ids of ``text`` as the official model sees them, cut to ``max_tokens`` if longer."""
         ids = self.tokenizer(text).input_ids
+        # Flags, not logs: callers (the predictor, the pipeline's user messages) report them once.
         truncated = len(ids) > self.max_tokens
         if truncated:
-            logger.warning(
-                "The expression has %d tokens; BEiT-3 numbers at most %d, so it was cut.",
-                len(ids),
-                self.max_tokens,
-            )
             ids = ids[: self.max_tokens - 1] + ids[-1:]
         input_ids = torch.tensor(ids, dtype=torch.long)
         pieces = self.tokenizer.convert_ids_to_tokens(ids[1:-1])
         known = sum(1 for i, piece in zip(ids[1:-1], pieces) if i != self.pad_id and piece.strip("\u2581"))
-        encoded = EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated, known)
-        if encoded.unknown_only:
-            logger.warning("No token of %r is in the vocabulary; the model sees only the image.", text[:80])
-        return encoded
+        return EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated, known)
 
 
 def _spm_in(folder: Path) -> Path | None:

@@ -107,3 +107,9 @@ def test_base_configuration_runs_with_widths_from_its_checkpoint(tokenizer, tmp_
     (result,) = VideoPredictor(loaded, tokenizer).segment(synthetic_frames[:2], ["the red square"])
     (expected,) = VideoPredictor(model, tokenizer).segment(synthetic_frames[:2], ["the red square"])
     np.testing.assert_allclose(result.logits, expected.logits, atol=1e-5)
+
+
+def test_cut_and_unknown_expressions_are_logged_once(predictor, synthetic_frames, caplog):
+    predictor.segment(synthetic_frames[:1], ["the dog " * 700, "☃☃"])
+    assert caplog.text.count("was cut") == 1
+    assert caplog.text.count("No word of") == 1

@@ -43,19 +43,17 @@ def test_official_conventions(tokenizer):
     assert not unknown.unknown_only
 
 
-def test_expression_of_unknown_tokens_only_is_flagged(tokenizer, caplog):
+def test_expression_of_unknown_tokens_only_is_flagged(tokenizer):
     encoded = tokenizer.encode("🎉🎉 ☃")
     assert encoded.unknown_only and encoded.known_tokens == 0
     assert 3 in encoded.input_ids.tolist()
-    assert "No token" in caplog.text
 
 
-def test_long_expressions_are_cut_with_a_warning(tokenizer, caplog):
+def test_long_expressions_are_cut_and_flagged(tokenizer):
     long_text = "the dog " * 800
     encoded = tokenizer.encode(long_text)
     assert encoded.truncated and len(encoded.input_ids) == tokenizer.max_tokens == 1022
     assert encoded.input_ids[0] == 0 and encoded.input_ids[-1] == 2
-    assert "was cut" in caplog.text
 
 
 def test_loads_from_a_checkpoint_folder(reference_dir, tmp_path):
