@@ -1,8 +1,9 @@
 """Max |ours - official| per output and frame on the parity case, with time and peak memory.
 
-    python benchmarks/parity_report.py [--case ../shared/reference/parity/case_a.npz]
+    python benchmarks/parity_report.py [--case case_a]
 
-Reads the reference data beside the checkout (../shared/reference); prints a table and the run's figures.
+Reads the official code's reference data that the tests carry (tests/data/official); prints a table and the
+run's figures.
 """
 
 from __future__ import annotations
@@ -16,29 +17,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", type=Path, default=REFERENCE / "parity" / "case_a.npz")
+    parser.add_argument("--case", default="case_a", help="a case of tests/data/official")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(REFERENCE))
-    from random_weights import random_state_dict
+    sys.path.insert(0, str(ROOT / "tests"))
+    from official import TOKENIZER_MODEL, load_case, official_random_weights
 
     from mpgsam2 import VideoPredictor, build_model, load_tokenizer
     from mpgsam2.predictor import preprocess
 
-    case = dict(np.load(args.case))
+    case = load_case(args.case)
     start = time.perf_counter()
     model = build_model("large")
-    model.load_official_state_dict(
-        random_state_dict(REFERENCE / "state_dict_large.tsv", seed=int(case["seed"]))
-    )
+    model.load_official_state_dict(official_random_weights(seed=int(case["seed"])))
     load_s = time.perf_counter() - start
-    tokenizer = load_tokenizer(REFERENCE / "tiny.spm")
+    tokenizer = load_tokenizer(TOKENIZER_MODEL)
     predictor = VideoPredictor(model, tokenizer)
     expression = str(case["expression"])
     frames = case["frames_uint8"]

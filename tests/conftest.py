@@ -1,26 +1,35 @@
-"""Shared fixtures: the read-only reference data in ../shared, a tokenizer and a tiny random model."""
+"""Fixtures for every test: one thread, the official stand-in tokenizer and a tiny random model.
+
+Tests read only what the repository holds (``tests/data``, ``examples``, the package) and write only to
+temporary folders.
+"""
 
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
+import shutil
+import tempfile
 
 import pytest
 
-# Two threads on a loaded 2-core machine were measured 8x slower than one; keep every test on one.
+# Two threads on a loaded 2-core machine were measured 8x slower than one; keep every test on one (set
+# before anything imports torch).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
-EXAMPLES = ROOT / "examples"
 
 
 def pytest_configure(config):
     import torch
+    from hypothesis import settings
 
     torch.set_num_threads(1)
+    # Nothing of Hypothesis's in the checkout (its example database, its cache of constants): tests write
+    # only to temporary folders.
+    settings.register_profile("no-database", database=None)
+    settings.load_profile("no-database")
+    if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+        storage = tempfile.mkdtemp(prefix="mpgsam2-hypothesis-")
+        os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = storage
+        config.add_cleanup(lambda: shutil.rmtree(storage, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -35,41 +44,27 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> Path:
-    assert REFERENCE.is_dir(), f"the reference data must be at {REFERENCE}"
-    return REFERENCE
+def tokenizer():
+    """The official tokenizer set-up on the stand-in sentencepiece model of the parity data."""
+    from official import TOKENIZER_MODEL
 
-
-@pytest.fixture(scope="session")
-def random_weights(reference_dir):
-    """The reference's deterministic random_state_dict function."""
-    sys.path.insert(0, str(reference_dir))
-    try:
-        from random_weights import random_state_dict
-    finally:
-        sys.path.pop(0)
-    return random_state_dict
-
-
-@pytest.fixture(scope="session")
-def tokenizer(reference_dir):
     from mpgsam2 import load_tokenizer
 
-    return load_tokenizer(reference_dir / "tiny.spm")
+    return load_tokenizer(TOKENIZER_MODEL)
 
 
 @pytest.fixture(scope="session")
-def test_model():
+def untrained_model():
     from mpgsam2 import build_model
 
     return build_model("test", seed=0)
 
 
 @pytest.fixture(scope="session")
-def predictor(test_model, tokenizer):
+def predictor(untrained_model, tokenizer):
     from mpgsam2 import VideoPredictor
 
-    return VideoPredictor(test_model, tokenizer)
+    return VideoPredictor(untrained_model, tokenizer)
 
 
 @pytest.fixture(scope="session")

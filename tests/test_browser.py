@@ -1,13 +1,19 @@
 """The app in a real browser: Playwright driving Debian's chromium against ``python app.py --model test``.
 
 Uploads a clip, types two expressions, runs, and checks what a visitor sees: the overlay video, the frame
-view (and that the frame slider changes it), the presence timeline and the downloads. Saves the README's
-screenshot to docs/screenshot.png. Closing the page ends the session, which removes its files.
+view (and that the frame slider changes it), the presence timeline, the downloads and a shared link. Closing
+the page ends the session, which removes its files.
+
+The README's screenshot is taken by the same walk through the page, on purpose only:
+
+    python tests/test_browser.py --screenshot docs/screenshot.png
 """
 
 from __future__ import annotations
 
+import argparse
 import io
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +30,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = ROOT / "docs" / "screenshot.png"
 TIMEOUT_MS = 120_000
 
 pytestmark = [
@@ -34,12 +39,12 @@ pytestmark = [
 ]
 
 
-def _save_screenshot(png: bytes) -> None:
-    """The README's screenshot, as a 256-colour PNG (a third of the size, no visible difference)."""
+def _save_screenshot(png: bytes, path: Path) -> None:
+    """A 256-colour PNG (a third of the size, no visible difference)."""
     with Image.open(io.BytesIO(png)) as shot:
         small = shot.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    small.save(SCREENSHOT, optimize=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    small.save(path, optimize=True)
 
 
 def _wait(page, condition: str, what: str, log: Path) -> None:
@@ -65,11 +70,20 @@ def _session_hash(page) -> str:
 
 
 def test_upload_type_run_and_see_every_result(tmp_path):
+    screenshot = tmp_path / "screenshot.png"
+    walk_through_the_page(tmp_path, screenshot)
+    with Image.open(screenshot) as shot:
+        assert shot.width == 1400 and shot.height > 1000
+
+
+def walk_through_the_page(folder: Path, screenshot: Path) -> None:
+    """Run the app in ``folder``, use it as a visitor would (asserting what they see) and save a screenshot
+    of the page with the results to ``screenshot``."""
     playwright = pytest.importorskip("playwright.sync_api")
-    log = tmp_path / "app" / "app.log"
+    log = folder / "app" / "app.log"
     share_links = {"MPGSAM2_SHARE_LINKS": "1"}  # as on a Space
     with (
-        running_app(tmp_path / "app", "--model", "test", env=share_links) as url,
+        running_app(folder / "app", "--model", "test", env=share_links) as url,
         playwright.sync_playwright() as pw,
     ):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
@@ -133,7 +147,7 @@ def test_upload_type_run_and_see_every_result(tmp_path):
             _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
             page.evaluate("() => window.scrollTo(0, 0)")
             time.sleep(0.5)
-            _save_screenshot(page.screenshot(full_page=True))
+            _save_screenshot(page.screenshot(full_page=True), screenshot)
 
             # A shared link opens the same result, frames included.
             page.get_by_role("button", name="Copy a link to this result").click()
@@ -166,7 +180,7 @@ def test_upload_type_run_and_see_every_result(tmp_path):
             shared.close()
 
             # Closing the tab ends the session: its folder goes away.
-            session = SessionFolders(tmp_path / "app" / "sessions").folder(_session_hash(page))
+            session = SessionFolders(folder / "app" / "sessions").folder(_session_hash(page))
             assert session.is_dir()
             page.close()
             deadline = time.monotonic() + 30
@@ -175,5 +189,12 @@ def test_upload_type_run_and_see_every_result(tmp_path):
             assert not session.exists()
         finally:
             browser.close()
-    with Image.open(SCREENSHOT) as shot:
-        assert shot.width == 1400 and shot.height > 1000
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Take the README's screenshot of the app with its results.")
+    parser.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "screenshot.png")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mpgsam2-screenshot-") as work:
+        walk_through_the_page(Path(work), args.screenshot.resolve())
+    print(f"saved {args.screenshot}")

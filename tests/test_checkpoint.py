@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from official import BASE_MANIFEST, LARGE_MANIFEST, read_manifest
 
 from mpgsam2 import CheckpointError, VideoPredictor, build_model, load_model, save_pretrained
 from mpgsam2.checkpoint import (
@@ -19,12 +20,8 @@ from mpgsam2.checkpoint import (
 )
 
 
-def read_manifest_names(path):
-    return [line.split("\t")[0] for line in path.read_text().splitlines() if line.strip()]
-
-
-def test_name_table_maps_every_official_name_both_ways(reference_dir, test_model):
-    official = read_manifest_names(reference_dir / "state_dict_large.tsv")
+def test_name_table_maps_every_official_name_both_ways(untrained_model):
+    official = list(read_manifest(LARGE_MANIFEST))
     ours = from_official(dict.fromkeys(official))
     # Every official name is renamed (none falls through), and the reverse mapping restores it exactly.
     assert not [name for name in ours if name.startswith(("visual_model.", "mm_extractor.", "vmtoken."))]
@@ -32,18 +29,18 @@ def test_name_table_maps_every_official_name_both_ways(reference_dir, test_model
     prefixes = {ours for _, ours in OFFICIAL_TO_OURS}
     assert all(any(name.startswith(p) for p in prefixes) for name in ours)
     # Our own model's names all have an official counterpart, and back.
-    mine = test_model.state_dict()
+    mine = untrained_model.state_dict()
     assert from_official(to_official(mine)).keys() == mine.keys()
 
 
-def test_wrapper_prefixes_of_training_checkpoints_are_stripped(test_model):
-    official = test_model.to_official_state_dict()
+def test_wrapper_prefixes_of_training_checkpoints_are_stripped(untrained_model):
+    official = untrained_model.to_official_state_dict()
     wrapped = {f"module.evf_model.{k}": v for k, v in official.items()}
-    assert from_official(wrapped).keys() == test_model.state_dict().keys()
+    assert from_official(wrapped).keys() == untrained_model.state_dict().keys()
 
 
-def test_strict_load_names_missing_unexpected_and_shape_conflicts(test_model):
-    state = test_model.to_official_state_dict()
+def test_strict_load_names_missing_unexpected_and_shape_conflicts(untrained_model):
+    state = untrained_model.to_official_state_dict()
     state.pop("mask_linear.weight")
     state["visual_model.extra.weight"] = torch.zeros(1)
     state["text_feat_linear.weight"] = torch.zeros(3, 3)
@@ -56,19 +53,19 @@ def test_strict_load_names_missing_unexpected_and_shape_conflicts(test_model):
     assert "shape conflicts" in message and "(3, 3)" in message
 
 
-def test_integer_weights_are_refused(test_model):
-    state = test_model.to_official_state_dict()
+def test_integer_weights_are_refused(untrained_model):
+    state = untrained_model.to_official_state_dict()
     state["meo_linear.weight"] = state["meo_linear.weight"].to(torch.int32)
     with pytest.raises(CheckpointError, match="non-floating-point"):
         build_model("test").load_official_state_dict(state)
 
 
-def test_half_precision_weights_load_as_float32(test_model):
-    state = {k: v.to(torch.bfloat16) for k, v in test_model.to_official_state_dict().items()}
+def test_half_precision_weights_load_as_float32(untrained_model):
+    state = {k: v.to(torch.bfloat16) for k, v in untrained_model.to_official_state_dict().items()}
     model = build_model("test")
     model.load_official_state_dict(state)
     assert model.dtype == torch.float32
-    expected = test_model.mask_prior.prior_head.weight.to(torch.bfloat16).float()
+    expected = untrained_model.mask_prior.prior_head.weight.to(torch.bfloat16).float()
     torch.testing.assert_close(model.mask_prior.prior_head.weight, expected)
 
 
@@ -87,28 +84,30 @@ def _write_layout(model, folder, layout):
 
 @pytest.mark.parametrize("layout", ["bin", "safetensors", "sharded"])
 def test_hf_layouts_load_offline_and_segment(
-    layout, test_model, tokenizer, tmp_path, monkeypatch, synthetic_frames
+    layout, untrained_model, tokenizer, tmp_path, monkeypatch, synthetic_frames
 ):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    folder = _write_layout(test_model, tmp_path / "ckpt", layout)
+    folder = _write_layout(untrained_model, tmp_path / "ckpt", layout)
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "evf" and config["hidden_size"] == 64
     loaded = load_model(folder, device="cpu")
-    for name, tensor in test_model.state_dict().items():
+    for name, tensor in untrained_model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=0, rtol=0)
-    assert loaded.config == test_model.config
+    assert loaded.config == untrained_model.config
     frames = synthetic_frames[:2]
-    expected = VideoPredictor(test_model, tokenizer).segment(frames, ["the square"])[0]
+    expected = VideoPredictor(untrained_model, tokenizer).segment(frames, ["the square"])[0]
     got = VideoPredictor(loaded, tokenizer).segment(frames, ["the square"])[0]
     np.testing.assert_array_equal(got.logits, expected.logits)
 
 
-def test_single_weights_file_loads(test_model, tmp_path):
+def test_single_weights_file_loads(untrained_model, tmp_path):
     path = tmp_path / "weights.pt"
-    torch.save({"model": test_model.to_official_state_dict()}, path)
-    (tmp_path / "config.json").write_text(json.dumps({"mpgsam2": test_model.config.to_dict()}))
+    torch.save({"model": untrained_model.to_official_state_dict()}, path)
+    (tmp_path / "config.json").write_text(json.dumps({"mpgsam2": untrained_model.config.to_dict()}))
     loaded = load_model(path, device="cpu")
-    torch.testing.assert_close(loaded.aggregator.patch_merge.weight, test_model.aggregator.patch_merge.weight)
+    torch.testing.assert_close(
+        loaded.aggregator.patch_merge.weight, untrained_model.aggregator.patch_merge.weight
+    )
 
 
 def test_offline_and_not_cached_gives_a_clear_message(tmp_path, monkeypatch):
@@ -122,9 +121,9 @@ def test_offline_and_not_cached_gives_a_clear_message(tmp_path, monkeypatch):
         resolve_source("not a path or id")
 
 
-def test_broken_and_foreign_files(tmp_path, test_model):
+def test_broken_and_foreign_files(tmp_path, untrained_model):
     good = tmp_path / "good.safetensors"
-    save_pretrained(test_model, tmp_path / "folder")
+    save_pretrained(untrained_model, tmp_path / "folder")
     data = (tmp_path / "folder" / "model.safetensors").read_bytes()
     good.write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -133,37 +132,24 @@ def test_broken_and_foreign_files(tmp_path, test_model):
     with pytest.raises(CheckpointError, match="truncated, corrupt"):
         read_weights(tmp_path / "random.bin")
     # A plain SAM 2 checkpoint (no BEiT-3) is named as such.
-    sam_only = {k: v for k, v in test_model.to_official_state_dict().items() if k.startswith("visual_model.")}
+    sam_only = {
+        k: v for k, v in untrained_model.to_official_state_dict().items() if k.startswith("visual_model.")
+    }
     torch.save({"model": {k[len("visual_model.") :]: v for k, v in sam_only.items()}}, tmp_path / "sam2.pt")
     with pytest.raises(CheckpointError, match="not an MPG-SAM 2 checkpoint"):
         load_model(tmp_path / "sam2.pt")
 
 
-def test_config_is_read_from_checkpoint_widths(reference_dir):
+def test_config_is_read_from_checkpoint_widths():
     """The large manifest gives the large config; the official 'base as coded' layout is refused clearly."""
-    large = {
-        name: torch.empty(shape, device="meta")
-        for name, shape in _manifest_shapes(reference_dir / "state_dict_large.tsv").items()
-    }
+    large = {name: torch.empty(shape, device="meta") for name, shape in read_manifest(LARGE_MANIFEST).items()}
     config = config_from_state_dict(large)
     assert config.beit3.embed_dim == 1024 and config.beit3.depth == 24 and config.beit3.num_heads == 16
     assert config.mask_prior.width == 1024 and config.mask_prior.ffn_dim == 4096
     assert config.sam2.hiera.embed_dim == 144 and sum(config.sam2.hiera.stages) == 48
-    base = {
-        name: torch.empty(shape, device="meta")
-        for name, shape in _manifest_shapes(reference_dir / "state_dict_base.tsv").items()
-    }
+    base = {name: torch.empty(shape, device="meta") for name, shape in read_manifest(BASE_MANIFEST).items()}
     with pytest.raises(ValueError, match="must equal BEiT-3"):
         build_model(config_from_state_dict(base))
-
-
-def _manifest_shapes(path):
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            name, shape, _ = line.split("\t")
-            rows[name] = tuple(int(d) for d in shape.strip("[]() ").split(",") if d.strip())
-    return rows
 
 
 def test_switches_survive_save_and_load(tmp_path):

@@ -34,8 +34,8 @@ def test_config_round_trips_through_a_dict(preset):
         config.name = "x"
 
 
-def test_beit3_shapes_and_padding(test_model):
-    beit3: BEiT3 = test_model.multimodal_encoder
+def test_beit3_shapes_and_padding(untrained_model):
+    beit3: BEiT3 = untrained_model.multimodal_encoder
     images = torch.randn(2, 3, 224, 224)
     ids = torch.tensor([[0, 10, 11, 12, 2], [0, 10, 11, 12, 2]])
     with torch.inference_mode():
@@ -52,12 +52,12 @@ def test_beit3_shapes_and_padding(test_model):
             beit3(images[:1], torch.zeros(1, 2000, dtype=torch.long))
 
 
-def test_mask_prior_outputs(test_model):
+def test_mask_prior_outputs(untrained_model):
     frames = 3
     images = torch.randn(1, 3, 224, 224).expand(frames, -1, -1, -1)
     ids = torch.tensor([0, 10, 11, 2])
     with torch.inference_mode():
-        context, _ = test_model.encode_clip(images, ids, chunk_size=2)
+        context, _ = untrained_model.encode_clip(images, ids, chunk_size=2)
     assert context.priors.shape == context.prior_logits.shape == (frames, 14, 14)
     assert bool(((context.priors > 0) & (context.priors < 1)).all())
     torch.testing.assert_close(context.priors, torch.sigmoid(context.prior_logits))
@@ -96,7 +96,7 @@ def test_object_memory_follows_the_official_selection():
     assert far[:, 0].tolist() == [0.0] + [float(25 - d) for d in range(1, 16)]
     # Distances are normalised by min(T, 16) - 1: a gap of 1 in a 3-frame clip is coded as 0.5.
     _, short_codes = aggregator.object_memory(1, 3, {0: pointers[0]})
-    long_stacked, long_codes = aggregator.object_memory(1, 30, {0: pointers[0]})
+    _, long_codes = aggregator.object_memory(1, 30, {0: pointers[0]})
     assert not torch.allclose(short_codes, long_codes)
     assert codes.shape == stacked.shape
 
@@ -127,7 +127,7 @@ def test_aggregator_switches_build_and_run(switches, tokenizer, synthetic_frames
     assert result.masks.shape == (2, 96, 128) and np.isfinite(result.logits).all()
 
 
-def test_devices_and_dtypes(test_model, tokenizer, synthetic_frames):
+def test_devices_and_dtypes(untrained_model, tokenizer, synthetic_frames):
     from mpgsam2 import VideoPredictor
 
     assert pick_device("cpu").type == "cpu"
@@ -137,12 +137,12 @@ def test_devices_and_dtypes(test_model, tokenizer, synthetic_frames):
         parse_dtype("int8")
     with pytest.raises(ValueError, match="float16"):
         autocast(torch.device("cpu"), torch.float16)
-    fp32 = VideoPredictor(test_model, tokenizer, device="cpu").segment(synthetic_frames[:2], ["red square"])[
-        0
-    ]
-    bf16 = VideoPredictor(test_model, tokenizer, device="cpu", precision="bf16")
+    fp32 = VideoPredictor(untrained_model, tokenizer, device="cpu").segment(
+        synthetic_frames[:2], ["red square"]
+    )[0]
+    bf16 = VideoPredictor(untrained_model, tokenizer, device="cpu", precision="bf16")
     result = bf16.segment(synthetic_frames[:2], ["red square"])[0]
     assert result.logits.dtype == np.float32 and np.isfinite(result.logits).all()
     # bf16 autocast changes numbers but not the kind of answer on random weights.
     assert np.corrcoef(result.logits.ravel(), fp32.logits.ravel())[0, 1] > 0.9
-    assert test_model.device.type == "cpu" and test_model.dtype == torch.float32
+    assert untrained_model.device.type == "cpu" and untrained_model.dtype == torch.float32

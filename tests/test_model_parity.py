@@ -1,4 +1,4 @@
-"""Parity with the official MPG-SAM 2 code: case A of ../shared/reference/parity (large layout, seed 0).
+"""Parity with the official MPG-SAM 2 code: case A of tests/data/official (large layout, seed 0).
 
 The official code ran on the same random weights and inputs; our package must reproduce its outputs through
 the public path (load_official_state_dict -> VideoPredictor.segment).
@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from official import load_case, official_random_weights, read_manifest
 
 from mpgsam2 import VideoPredictor, build_model
 from mpgsam2.predictor import preprocess
@@ -19,15 +20,6 @@ MANIFEST_ENTRIES = 1939
 MANIFEST_PARAMETERS = 919_446_580
 
 
-def read_manifest(path):
-    rows = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            name, shape, _ = line.split("\t")
-            rows[name] = tuple(int(d) for d in shape.strip("[]() ").split(",") if d.strip())
-    return rows
-
-
 @pytest.fixture(scope="module")
 def large_model():
     torch.manual_seed(0)
@@ -35,12 +27,12 @@ def large_model():
 
 
 @pytest.fixture(scope="module")
-def case_a(reference_dir):
-    return dict(np.load(reference_dir / "parity" / "case_a.npz"))
+def case_a():
+    return load_case("case_a")
 
 
-def test_large_layout_matches_the_official_manifest(large_model, reference_dir):
-    manifest = read_manifest(reference_dir / "state_dict_large.tsv")
+def test_large_layout_matches_the_official_manifest(large_model):
+    manifest = read_manifest()
     official = large_model.to_official_state_dict()
     assert len(official) == MANIFEST_ENTRIES == len(manifest)
     assert {name: tuple(t.shape) for name, t in official.items()} == manifest
@@ -48,8 +40,8 @@ def test_large_layout_matches_the_official_manifest(large_model, reference_dir):
 
 
 @pytest.fixture(scope="module")
-def loaded(large_model, random_weights, reference_dir, case_a):
-    state = random_weights(reference_dir / "state_dict_large.tsv", seed=int(case_a["seed"]))
+def loaded(large_model, case_a):
+    state = official_random_weights(seed=int(case_a["seed"]))
     large_model.load_official_state_dict(state)
     return large_model
 
@@ -103,4 +95,5 @@ def test_case_a_intermediates(loaded, tokenizer, case_a):
             assert np.abs(decoder.iou.numpy()[0] - case_a["dec_iou"][t]).max() <= tolerance
             assert np.abs(decoder.mask_tokens.numpy()[0] - case_a["dec_sam_tokens"][t]).max() <= tolerance
             high_res = torch.nn.functional.interpolate(out.low_res_logits, size=(1024, 1024), mode="bilinear")
-            assert np.abs(high_res.numpy() - case_a["pred_mask_logits"][t : t + 1]).max() <= tolerance
+            every_4th = high_res.numpy()[:, :, ::4, ::4]
+            assert np.abs(every_4th - case_a["pred_mask_logits_every_4th"][t : t + 1]).max() <= tolerance

@@ -101,7 +101,7 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def test_predictor() -> VideoPredictor:
+def untrained_predictor() -> VideoPredictor:
     return VideoPredictor.from_pretrained("test", device="cpu")
 
 
@@ -112,11 +112,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp("checkpoints")
     model = build_model("test", seed=0)
-    good = save_pretrained(model, folder / "good")
-    weights = Path(good) / "model.safetensors" if Path(good).is_dir() else Path(good)
-    if not weights.is_file():
-        weights = folder / "good" / "model.safetensors"
-    data = weights.read_bytes()
+    data = (save_pretrained(model, folder / "good") / "model.safetensors").read_bytes()
     files = {"missing": folder / "nowhere" / "model.safetensors"}
     files["truncated"] = folder / "truncated.safetensors"
     files["truncated"].write_bytes(data[: len(data) // 3])
@@ -159,11 +155,11 @@ def app_module():
 
 
 @pytest.fixture
-def app_env(app_module, tmp_path, test_predictor, monkeypatch):
+def app_env(app_module, tmp_path, untrained_predictor, monkeypatch):
     """The app with the test model loaded and its session folders under ``tmp_path``."""
     from mpgsam2 import space
 
-    store = space.ModelStore(lambda source, device=None: test_predictor)
+    store = space.ModelStore(lambda source, device=None: untrained_predictor)
     store.get("test")
     monkeypatch.setattr(app_module, "MODELS", store)
     monkeypatch.setattr(app_module, "SESSIONS", space.SessionFolders(tmp_path / "sessions"))
@@ -215,10 +211,10 @@ BAD_FILES = [
 
 
 @pytest.mark.parametrize(("name", "message"), BAD_FILES)
-def test_bad_file_python_api(media, test_predictor, tmp_path, name, message):
+def test_bad_file_python_api(media, untrained_predictor, tmp_path, name, message):
     out = tmp_path / "out"
     with pytest.raises(VideoReadError, match=message):
-        segment_video(test_predictor, media[name], ["the ball"], out, SegmentOptions(max_frames=2))
+        segment_video(untrained_predictor, media[name], ["the ball"], out, SegmentOptions(max_frames=2))
     assert not out.exists() or not _leftovers(out)  # nothing half-written
 
 
@@ -255,10 +251,10 @@ def test_long_clip_is_refused_with_a_limit_and_advice(media, tmp_path, app_env):
     assert _validator_messages(app_env, media["long"], "the ball", start=60, end=90) == {}
 
 
-def test_8k_is_downscaled_while_decoding_and_said(media, test_predictor, tmp_path, app_env):
+def test_8k_is_downscaled_while_decoding_and_said(media, untrained_predictor, tmp_path, app_env):
     from mpgsam2 import space
 
-    outputs = segment_video(test_predictor, media["8k"], ["the wall"], tmp_path)
+    outputs = segment_video(untrained_predictor, media["8k"], ["the wall"], tmp_path)
     assert (outputs.width, outputs.height) == (1920, 1080)
     assert (outputs.source_width, outputs.source_height) == (7680, 4320)
     assert "Frames were downscaled from 7680x4320 to 1920x1080 while decoding." in outputs.warnings
@@ -272,9 +268,9 @@ def test_8k_is_downscaled_while_decoding_and_said(media, test_predictor, tmp_pat
     [("image", 1, (160, 120)), ("vfr", 8, (96, 64)), ("rotated", 3, (270, 480)), ("gray", 3, (96, 64)),
      ("alpha", 3, (96, 64))],
 )  # fmt: skip
-def test_unusual_but_valid_videos_run(media, test_predictor, tmp_path, app_env, name, frames, size):
+def test_unusual_but_valid_videos_run(media, untrained_predictor, tmp_path, app_env, name, frames, size):
     outputs = segment_video(
-        test_predictor, media[name], ["the thing"], tmp_path, SegmentOptions(max_frames=3)
+        untrained_predictor, media[name], ["the thing"], tmp_path, SegmentOptions(max_frames=3)
     )
     assert outputs.num_frames == min(frames, 3) and (outputs.width, outputs.height) == size
     assert outputs.overlay_video.stat().st_size > 0 and outputs.bundle_zip.is_file()
@@ -282,8 +278,8 @@ def test_unusual_but_valid_videos_run(media, test_predictor, tmp_path, app_env, 
     assert (job.width, job.height) == size and job.frames == min(frames, 3)
 
 
-def test_vfr_timestamps_are_kept(media, test_predictor, tmp_path):
-    outputs = segment_video(test_predictor, media["vfr"], ["the thing"], tmp_path)
+def test_vfr_timestamps_are_kept(media, untrained_predictor, tmp_path):
+    outputs = segment_video(untrained_predictor, media["vfr"], ["the thing"], tmp_path)
     data = json.loads(outputs.rle_json.read_text())
     stamps = sorted({a["timestamp_s"] for a in data["annotations"]})
     np.testing.assert_allclose(stamps, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0], atol=2e-3)
@@ -297,9 +293,9 @@ def test_vfr_timestamps_are_kept(media, test_predictor, tmp_path):
     ("expressions", "message"),
     [([], "at least one expression"), (["", "  ", "\t"], "at least one expression")],
 )
-def test_no_expression_python_api(test_predictor, tmp_path, expressions, message):
+def test_no_expression_python_api(untrained_predictor, tmp_path, expressions, message):
     with pytest.raises(ValueError, match=message):
-        segment_video(test_predictor, BEDROOM, expressions, tmp_path / "o", SegmentOptions(max_frames=1))
+        segment_video(untrained_predictor, BEDROOM, expressions, tmp_path / "o", SegmentOptions(max_frames=1))
     assert not (tmp_path / "o").exists()
 
 
@@ -327,31 +323,31 @@ def test_expression_limits(app_env):
     assert problems == {"expressions": "50 expressions given; at most 10 run at once. Remove some lines."}
 
 
-def test_long_expression_is_cut_with_a_warning(test_predictor, tmp_path, app_env):
+def test_long_expression_is_cut_with_a_warning(untrained_predictor, tmp_path, app_env):
     text = ("the small yellow ball that rolls under the cup " * 110)[:5000]
-    outputs = segment_video(test_predictor, BEDROOM, [text], tmp_path, SegmentOptions(max_frames=1))
+    outputs = segment_video(untrained_predictor, BEDROOM, [text], tmp_path, SegmentOptions(max_frames=1))
     assert any("only its beginning was used" in w for w in outputs.warnings)
-    assert test_predictor.tokenizer.encode(text).truncated
-    assert len(test_predictor.tokenizer.encode(text).input_ids) <= 1022
+    assert untrained_predictor.tokenizer.encode(text).truncated
+    assert len(untrained_predictor.tokenizer.encode(text).input_ids) <= 1022
     # The app refuses it up front (200 characters at most), saying what to change.
     problems = _validator_messages(app_env, BEDROOM, text)
     assert problems == {"expressions": "Expression 1 is 5000 characters long; shorten it to at most 200."}
 
 
-def test_expression_of_unknown_tokens_only_is_flagged(test_predictor, tmp_path):
+def test_expression_of_unknown_tokens_only_is_flagged(untrained_predictor, tmp_path):
     from mpgsam2 import space
 
-    assert test_predictor.tokenizer.encode("🎉🎉 ☃").unknown_only
-    outputs = segment_video(test_predictor, BEDROOM, ["🎉🎉 ☃"], tmp_path, SegmentOptions(max_frames=1))
+    assert untrained_predictor.tokenizer.encode("🎉🎉 ☃").unknown_only
+    outputs = segment_video(untrained_predictor, BEDROOM, ["🎉🎉 ☃"], tmp_path, SegmentOptions(max_frames=1))
     assert any("no word the model knows" in w for w in outputs.warnings)
     assert "no word the model knows" in space.summary_text(outputs)
 
 
-def test_html_rtl_and_emoji_are_text(test_predictor, tmp_path, app_env):
+def test_html_rtl_and_emoji_are_text(untrained_predictor, tmp_path, app_env):
     from mpgsam2 import space
 
     texts = [HTML, RTL, EMOJI]
-    outputs = segment_video(test_predictor, BEDROOM, texts, tmp_path, SegmentOptions(max_frames=2))
+    outputs = segment_video(untrained_predictor, BEDROOM, texts, tmp_path, SegmentOptions(max_frames=2))
     assert outputs.expressions == texts
     summary = json.loads(outputs.summary_json.read_text(encoding="utf-8"))
     assert [e["expression"] for e in summary["expressions"]] == texts
@@ -423,8 +419,6 @@ def test_bad_checkpoint_app(checkpoints, app_module):
 class FailingPredictor:
     """The test predictor, until frame ``fail_at``: then ``error`` is raised (as a CUDA OOM would be)."""
 
-    untrained = True
-
     def __init__(self, predictor: VideoPredictor, fail_at: int, error: BaseException):
         self.inner, self.fail_at, self.error = predictor, fail_at, error
         self.tokenizer = predictor.tokenizer
@@ -440,11 +434,11 @@ def _oom() -> BaseException:
     return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def test_out_of_memory_python_api(test_predictor, tmp_path, monkeypatch):
+def test_out_of_memory_python_api(untrained_predictor, tmp_path, monkeypatch):
     freed = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed.append(True))
-    fake = FailingPredictor(test_predictor, 2, _oom())
+    fake = FailingPredictor(untrained_predictor, 2, _oom())
     with pytest.raises(RunOutOfMemory) as caught:
         segment_video(fake, BEDROOM, ["the girl"], tmp_path, SegmentOptions(max_frames=4))
     message = str(caught.value)
@@ -455,7 +449,7 @@ def test_out_of_memory_python_api(test_predictor, tmp_path, monkeypatch):
     assert load_coco_rle_json(outputs.rle_json)[0].shape[0] == 2 and zipfile.is_zipfile(outputs.bundle_zip)
     # Before any frame: nothing to keep, the same advice.
     with pytest.raises(RunOutOfMemory, match="after 0 of 4 frames") as caught:
-        segment_video(FailingPredictor(test_predictor, 0, _oom()), BEDROOM, ["x"], tmp_path / "b",
+        segment_video(FailingPredictor(untrained_predictor, 0, _oom()), BEDROOM, ["x"], tmp_path / "b",
                       SegmentOptions(max_frames=4))  # fmt: skip
     assert caught.value.outputs is None
     # Picklable (ZeroGPU hands exceptions across processes), outputs included.
@@ -463,11 +457,11 @@ def test_out_of_memory_python_api(test_predictor, tmp_path, monkeypatch):
     assert again.outputs.num_frames == 2
 
 
-def test_out_of_memory_cli(test_predictor, tmp_path, monkeypatch, capsys):
+def test_out_of_memory_cli(untrained_predictor, tmp_path, monkeypatch, capsys):
     from mpgsam2 import __main__ as cli
 
     monkeypatch.setattr(
-        VideoPredictor, "from_pretrained", classmethod(lambda cls, *a, **k: FailingPredictor(test_predictor, 1,
+        VideoPredictor, "from_pretrained", classmethod(lambda cls, *a, **k: FailingPredictor(untrained_predictor, 1,
                                                                                               _oom()))
     )  # fmt: skip
     code = cli.main(["-q", "segment", str(BEDROOM), "-e", "the girl", "--out", str(tmp_path), "--max-frames",
@@ -478,18 +472,18 @@ def test_out_of_memory_cli(test_predictor, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "mpgsam2_results.zip").is_file()  # the frame done is kept
 
 
-def test_out_of_memory_app_keeps_frames_or_says_what_to_reduce(app_env, test_predictor, monkeypatch):
+def test_out_of_memory_app_keeps_frames_or_says_what_to_reduce(app_env, untrained_predictor, monkeypatch):
     from mpgsam2 import space
 
     job = app_env._check(str(BEDROOM), "the girl", "test", 0, 0, 0, 4, 0.5)
-    app_env.MODELS._models["test"] = FailingPredictor(test_predictor, 2, _oom())
+    app_env.MODELS._models["test"] = FailingPredictor(untrained_predictor, 2, _oom())
     events = list(app_env._execute(job, "session-a", None))
     finished = events[-1]
     assert isinstance(finished, app_env.Finished) and finished.outputs.num_frames == 2
     text = space.summary_text(finished.outputs)
     assert "Stopped early: the results cover the first 2 of 4 frames." in text
     assert "The run failed after 2 of 4 frames" in text
-    app_env.MODELS._models["test"] = FailingPredictor(test_predictor, 0, _oom())
+    app_env.MODELS._models["test"] = FailingPredictor(untrained_predictor, 0, _oom())
     with pytest.raises(app_env.gr.Error, match="Out of device memory after 0 of 4 frames"):
         list(app_env._execute(job, "session-a", None))
 
@@ -531,8 +525,8 @@ def test_a_failure_before_any_frame_is_a_clear_error(app_env, monkeypatch):
         list(app_env._execute(job, "session-c", None))
 
 
-def test_a_failure_part_way_python_api(test_predictor, tmp_path):
-    fake = FailingPredictor(test_predictor, 1, KeyError("bad"))
+def test_a_failure_part_way_python_api(untrained_predictor, tmp_path):
+    fake = FailingPredictor(untrained_predictor, 1, KeyError("bad"))
     with pytest.raises(RunInterrupted, match="failed after 1 of 2 frames") as caught:
         segment_video(fake, BEDROOM, ["x"], tmp_path, SegmentOptions(max_frames=2))
     assert caught.value.outputs.num_frames == 1 and not isinstance(caught.value, RunOutOfMemory)
@@ -579,10 +573,10 @@ def test_concurrent_runs_never_mix_outputs(app_env):
     assert app_env.SESSIONS.sessions() == []
 
 
-def test_stop_keeps_the_frames_done(test_predictor, tmp_path):
+def test_stop_keeps_the_frames_done(untrained_predictor, tmp_path):
     events = list(
         iter_segment_video(
-            test_predictor,
+            untrained_predictor,
             CUPS,
             ["the cup"],
             tmp_path,
@@ -620,8 +614,8 @@ def test_fuzz_expression_parsing(value):
 
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=3000))
-def test_fuzz_tokenizer_encode(test_predictor, text):
-    tokenizer = test_predictor.tokenizer
+def test_fuzz_tokenizer_encode(untrained_predictor, text):
+    tokenizer = untrained_predictor.tokenizer
     encoded = tokenizer.encode(text)
     ids = encoded.input_ids.tolist()
     assert 2 <= len(ids) <= tokenizer.max_tokens

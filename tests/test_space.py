@@ -33,7 +33,7 @@ NTSC = 30000 / 1001
 
 
 @pytest.fixture(scope="module")
-def test_predictor():
+def untrained_predictor():
     from mpgsam2 import VideoPredictor
 
     return VideoPredictor.from_pretrained("test")
@@ -427,11 +427,11 @@ def test_colour_names_follow_the_palette():
 
 
 @pytest.mark.slow
-def test_frames_stream_in_and_a_stopped_run_keeps_the_frames_done(test_predictor, tmp_path):
+def test_frames_stream_in_and_a_stopped_run_keeps_the_frames_done(untrained_predictor, tmp_path):
     expressions = ["the girl", "the boy"]
     events = []
     for event in iter_segment_video(
-        test_predictor,
+        untrained_predictor,
         BEDROOM,
         expressions,
         tmp_path,
@@ -459,10 +459,10 @@ def test_frames_stream_in_and_a_stopped_run_keeps_the_frames_done(test_predictor
 
 
 @pytest.mark.slow
-def test_segment_video_reports_progress_and_runs_to_the_end(test_predictor, tmp_path):
+def test_segment_video_reports_progress_and_runs_to_the_end(untrained_predictor, tmp_path):
     seen = []
     outputs = segment_video(
-        test_predictor,
+        untrained_predictor,
         CUPS,
         ["the yellow ball"],
         tmp_path,

@@ -1,4 +1,4 @@
-"""The official tokenizer set-up on the stand-in sentencepiece model (tiny.spm)."""
+"""The official tokenizer set-up on the stand-in sentencepiece model of the parity data (tiny.spm)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import sentencepiece
+from official import TOKENIZER_MODEL
 
 from mpgsam2.tokenizer import TokenizerError, load_tokenizer
 
@@ -27,8 +28,8 @@ def fairseq_ids(spm_path, text):
         "x",
     ],
 )
-def test_ids_follow_the_fairseq_mapping_raw_text(tokenizer, reference_dir, text):
-    assert tokenizer.encode(text).input_ids.tolist() == fairseq_ids(reference_dir / "tiny.spm", text)
+def test_ids_follow_the_fairseq_mapping_raw_text(tokenizer, text):
+    assert tokenizer.encode(text).input_ids.tolist() == fairseq_ids(TOKENIZER_MODEL, text)
 
 
 def test_official_conventions(tokenizer):
@@ -56,9 +57,9 @@ def test_long_expressions_are_cut_and_flagged(tokenizer):
     assert encoded.input_ids[0] == 0 and encoded.input_ids[-1] == 2
 
 
-def test_loads_from_a_checkpoint_folder(reference_dir, tmp_path):
-    shutil.copyfile(reference_dir / "tiny.spm", tmp_path / "sentencepiece.bpe.model")
-    assert len(load_tokenizer(tmp_path)) == len(load_tokenizer(reference_dir / "tiny.spm"))
+def test_loads_from_a_checkpoint_folder(tmp_path):
+    shutil.copyfile(TOKENIZER_MODEL, tmp_path / "sentencepiece.bpe.model")
+    assert len(load_tokenizer(tmp_path)) == len(load_tokenizer(TOKENIZER_MODEL))
 
 
 def test_missing_or_broken_files(tmp_path):

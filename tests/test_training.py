@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from official import read_manifest
 
 from mpgsam2 import VideoPredictor, build_model, get_config, load_model, load_tokenizer
 from mpgsam2.checkpoint import OFFICIAL_TO_OURS, from_official, read_weights
@@ -113,10 +114,8 @@ def max_difference(a: dict, b: dict) -> tuple[float, float]:
 # --- recipe --------------------------------------------------------------------------------------------------
 
 
-def test_learning_rate_groups_and_frozen_encoder_follow_the_official_recipe(reference_dir):
-    official = [
-        line.split("\t")[0] for line in (reference_dir / "state_dict_large.tsv").read_text().splitlines()
-    ]
+def test_learning_rate_groups_and_frozen_encoder_follow_the_official_recipe():
+    official = list(read_manifest())
     ours = from_official(dict.fromkeys(official))
     for official_name, our_name in zip(official, ours):
         assert is_fast_parameter(our_name) == any(k in official_name for k in OFFICIAL_FAST_NAMES), our_name
