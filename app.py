@@ -1,7 +1,8 @@
 """MPG-SAM 2 in the browser: drop a clip, type what to follow, see the masks and the prior masks behind them.
 
-Wiring only. Input checks, estimates, session folders and the model store live in ``mpgsam2/space/``; the
-run itself (decode, model, overlay video, exports) in ``mpgsam2/pipeline.py``.
+Wiring only. Input checks, estimates, session folders, the model store and the run (decode here, the model's
+loop in the one ``@spaces.GPU`` entry, outputs here) live in ``mpgsam2/space/``; drawing and exports in the
+library.
 
     python app.py                  # http://127.0.0.1:7860, the ytvos model
     python app.py --model test     # untrained random weights: the whole interface without a download
@@ -17,27 +18,19 @@ import importlib.util
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import closing
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import gradio as gr
 import spaces
 import torch
 
 from mpgsam2 import space
-from mpgsam2.checkpoint import CheckpointError
 from mpgsam2.devices import pick_device
-from mpgsam2.pipeline import (
-    FrameDone,
-    RunInterrupted,
-    SegmentOutputs,
-    iter_segment_video,
-    outputs_from_frames,
-)
-from mpgsam2.predictor import VideoPredictor
+from mpgsam2.inference.predictor import VideoPredictor
+from mpgsam2.pipeline import FrameDone, FrameMasks
+from mpgsam2.tokenizer import EncodedExpression
 
 logger = logging.getLogger("mpgsam2.app")
 
@@ -50,11 +43,9 @@ ON_SPACES = space.on_spaces()
 SHARE_LINKS = ON_SPACES or os.environ.get("MPGSAM2_SHARE_LINKS", "") == "1"
 MCP_AVAILABLE = importlib.util.find_spec("mcp") is not None  # the gradio[mcp] extra
 QUEUE_SIZE = 20
-CONCURRENCY = int(os.environ.get("MPGSAM2_CONCURRENCY", "1"))  # runs at once: one per GPU
+# Runs at once: one per GPU here; on ZeroGPU each run gets its own GPU slot, and ZeroGPU queues the rest.
+CONCURRENCY = int(os.environ.get("MPGSAM2_CONCURRENCY", "4" if ZERO_GPU else "1"))
 MAX_GPU_SECONDS = space.MAX_GPU_SECONDS if ZERO_GPU else None  # only ZeroGPU limits a run's time
-#: Keep each finished frame's masks in this process, to write the outputs of the frames done when the GPU
-#: worker is cut off past its duration (ZeroGPU); elsewhere the pipeline does it itself.
-KEEP_FRAMES = ZERO_GPU
 STREAM_EVERY_S = 1.0  # how often a running job shows its newest frame
 MAX_UPLOAD = "500mb"
 # Gradio's copies of uploads and results (which shared links point to) are kept for a day.
@@ -91,8 +82,11 @@ EXAMPLE_LABELS = [
 # The models offered (the launch model first when it is not a released variant); set in main().
 MODEL_CHOICES: list[str] = space.model_choices(DEFAULT_MODEL)
 
-MODELS = space.ModelStore(VideoPredictor.from_pretrained, checkpoints_dir=ROOT / "checkpoints")
-SESSIONS = space.SessionFolders(os.environ.get("MPGSAM2_SESSIONS_DIR") or None)
+# On ZeroGPU models load at start-up in the main thread (its torch patching holds there only).
+MODELS = space.ModelStore(
+    VideoPredictor.from_pretrained, checkpoints_dir=ROOT / "checkpoints", lazy=not ZERO_GPU
+)
+SESSIONS = space.RunFolders(os.environ.get("MPGSAM2_SESSIONS_DIR") or None)
 TIMINGS = space.TimingLog()
 atexit.register(SESSIONS.close)
 
@@ -113,29 +107,28 @@ def _device() -> tuple[str, str]:
 DEVICE_KIND, DEVICE_LABEL = _device()
 
 
-class Finished(NamedTuple):
-    outputs: SegmentOutputs
-    untrained: bool  # made by the untrained test model
-
-
 def _error(message: str) -> gr.Error:
     # Gradio shows error messages as (sanitised) HTML: escape, so that they read exactly as written.
     return gr.Error(html.escape(message, quote=False))
 
 
-def gpu_duration(job: space.Job, out_dir: str, stop_flag: str) -> int:
-    """ZeroGPU reservation for one run, from its frames x expressions (see ``space.gpu_duration``)."""
-    return space.gpu_duration(job, TIMINGS)
+def gpu_duration(job: space.Job, *_: Any) -> int:
+    """ZeroGPU reservation for one run's model loop, from its frames x expressions."""
+    return space.gpu_duration(job, TIMINGS, MAX_GPU_SECONDS or space.MAX_GPU_SECONDS)
 
 
 @spaces.GPU(duration=gpu_duration)
-def segment_on_gpu(job: space.Job, out_dir: str, stop_flag: str) -> Iterator[FrameDone | SegmentOutputs]:
-    """The one GPU entry: the model's loop and the exports, streamed frame by frame."""
+def segment_on_gpu(
+    job: space.Job, frames_file: str, expressions: Sequence[EncodedExpression], stop_flag: str
+) -> Iterator[FrameMasks | space.LoopFailure]:
+    """The one GPU entry: the model's loop only, frame by frame."""
     predictor = MODELS.get(job.model)
-    stop = Path(stop_flag)
-    yield from iter_segment_video(
-        predictor, job.video, list(job.expressions), out_dir, job.options, should_stop=stop.exists
-    )
+    yield from space.device_loop(predictor, frames_file, expressions, job.options.clip_length, stop_flag)
+
+
+RUNNER = space.Runner(
+    MODELS, SESSIONS, TIMINGS, DEVICE_KIND, segment_on_gpu, gpu_seconds=gpu_duration if ZERO_GPU else None
+)
 
 
 def _check(*form: Any) -> space.Job:
@@ -151,96 +144,25 @@ def _plan(*form: Any) -> space.Job:
         raise _error(str(error)) from None
 
 
-def _predictor(model: str) -> Any:
+def _execute(
+    job: space.Job, session_hash: str | None, progress: gr.Progress | None
+) -> Iterator[FrameDone | space.Finished]:
+    """Run ``job`` (see ``space.Runner``): its frames as they finish, then the outputs; a run without any
+    result is the one ``gr.Error``."""
     try:
-        return MODELS.get(model)  # loads on first use, before any GPU time
-    except CheckpointError as error:
+        for event in RUNNER.run(job, session_hash):
+            if isinstance(event, FrameDone) and progress is not None:
+                progress((event.done, event.total), desc="Segmenting", unit="frames")
+            yield event
+    except space.RunError as error:
         raise _error(str(error)) from None
 
 
-def _execute(
-    job: space.Job, session_hash: str | None, progress: gr.Progress | None
-) -> Iterator[FrameDone | Finished]:
-    """Run ``job`` in the session's folder: its frames as they finish, then the outputs.
-
-    A run that fails part-way (out of memory, past its ZeroGPU duration, any error) still ends with
-    complete outputs for the frames it finished, and a warning saying what happened; only a run that
-    finished no frame raises.
-    """
-    predictor = _predictor(job.model)
-    SESSIONS.sweep()
-    started = time.monotonic()
-    outputs: SegmentOutputs | None = None
-    try:
-        with SESSIONS.run(session_hash) as run_dir:
-            stop_flag = str(SESSIONS.stop_flag(session_hash))
-            done: list[FrameDone] = []
-            events = segment_on_gpu(job, str(run_dir), stop_flag)
-            try:
-                with closing(events):
-                    for event in events:
-                        if isinstance(event, SegmentOutputs):
-                            outputs = event
-                            continue
-                        # The masks are kept only where the run is in a process that can be cut off (ZeroGPU):
-                        # in this process the pipeline itself keeps the frames done when it fails.
-                        done.append(event if KEEP_FRAMES else replace(event, masks=None, object_scores=None))
-                        if progress is not None:
-                            progress((event.done, event.total), desc="Segmenting", unit="frames")
-                        yield event
-            except RunInterrupted as error:  # the pipeline kept the frames done, if any
-                logger.warning("run interrupted: %s", error)
-                if error.outputs is None:
-                    raise _error(str(error)) from None
-                outputs = error.outputs
-            except (gr.Error, ValueError):
-                raise
-            except Exception as error:  # e.g. a ZeroGPU worker past its duration: rebuild from the frames
-                if not done:
-                    raise
-                logger.warning("run cut off after %d frames: %s", len(done), error)
-                outputs = outputs_from_frames(
-                    job.video,
-                    list(job.expressions),
-                    run_dir,
-                    job.options,
-                    done,
-                    frames_requested=done[-1].total,
-                    reason=f"The run was cut off after {len(done)} of {done[-1].total} frames "
-                    f"({type(error).__name__}); the results cover those. Lower the maximum number of "
-                    "frames or the frame rate to finish within the time allowed.",
-                )
-                if outputs is None:
-                    raise
-    except gr.Error:
-        raise
-    except ValueError as error:  # VideoReadError and other problems a user can fix, with advice
-        raise _error(space.without_paths(str(error), job.video)) from None
-    except Exception as error:
-        logger.exception("run failed")
-        raise _error(
-            f"The run failed ({type(error).__name__}). Try a shorter clip or fewer frames; the server log "
-            "has the details."
-        ) from None
-    if outputs is None:
-        raise _error("The run ended without results; please try again.")
-    # The pipeline's own time: without the wait for a (Zero)GPU, so that estimates learn the device's speed.
-    TIMINGS.record(DEVICE_KIND, job, outputs.num_frames, outputs.seconds)
-    logger.info(
-        "%d frames x %d expressions in %.1f s (%.1f s with the wait)",
-        outputs.num_frames,
-        len(job.expressions),
-        outputs.seconds,
-        time.monotonic() - started,
-    )
-    yield Finished(outputs, bool(getattr(predictor, "untrained", False)))
-
-
-def _summary(finished: Finished) -> str:
+def _summary(finished: space.Finished) -> str:
     return space.summary_text(finished.outputs, finished.outputs.seconds, finished.untrained)
 
 
-def show_results(finished: Finished | None) -> tuple[Any, ...]:
+def show_results(finished: space.Finished | None) -> tuple[Any, ...]:
     """The results of a finished run: overlay, frame views, timeline, downloads.
 
     Plain values only: Gradio's shared links save the values of components, and lose those of components
@@ -271,21 +193,20 @@ def run(
     opacity: float | None,
     request: gr.Request,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
-) -> Iterator[tuple[str, str | None, Finished | None]]:
+) -> Iterator[tuple[str, str | None, space.Finished | None]]:
     """The page's Run button: the status and the newest frame view while it works, then the summary, the
     first frame view and the run's result (which ``show_results`` then shows)."""
     job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity)
-    _predictor(job.model)
     count = len(job.expressions)
     yield f"Starting: about {job.frames} frames x {count} expression{'s' if count != 1 else ''}.", None, None
     shown = 0.0
     try:
         for event in _execute(job, request.session_hash, progress):
-            if isinstance(event, Finished):
+            if isinstance(event, space.Finished):
                 yield _summary(event), str(event.outputs.prior_views[0]), event
             elif time.monotonic() - shown >= STREAM_EVERY_S:
                 shown = time.monotonic()
-                yield f"Segmenting: frame {event.done} of {event.total} done.", str(event.prior_view), None
+                yield f"Segmenting: frame {event.done} of {event.total} done.", str(event.frame_view), None
     except gr.Error:
         yield (
             "The run did not finish (see the message); the results shown, if any, are the previous run's.",
@@ -327,7 +248,7 @@ def segment(
     """
     job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity)
     for event in _execute(job, request.session_hash if request is not None else None, progress):
-        if isinstance(event, Finished):
+        if isinstance(event, space.Finished):
             outputs = event.outputs
             summary = space.result_json(outputs, job, outputs.seconds, DEVICE_LABEL, event.untrained)
             return (
@@ -353,7 +274,7 @@ def run_example(
     """An example row with the launch model (its results are cached after the first click)."""
     job = _plan(video, expressions, MODEL_CHOICES[0], start_s, end_s, fps, max_frames, 0.5)
     for event in _execute(job, request.session_hash if request is not None else None, None):
-        if isinstance(event, Finished):
+        if isinstance(event, space.Finished):
             overlay, frames, timeline, downloads = show_results(event)
             return overlay, _summary(event), frames[0], frames, timeline, downloads
     raise _error("The example ended without results; please try again.")
@@ -582,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     MODEL_CHOICES[:] = space.model_choices(args.model)
-    # On ZeroGPU every model is loaded at start-up (GPU workers are forked from this process).
+    # On ZeroGPU every model is loaded at start-up, here in the main thread (GPU workers fork from it).
     for name in MODEL_CHOICES if ZERO_GPU else [args.model]:
         MODELS.try_load(name)
     untrained = MODELS.loaded(args.model) and bool(getattr(MODELS.get(args.model), "untrained", False))

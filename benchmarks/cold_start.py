@@ -95,8 +95,8 @@ def child_main(spec: dict) -> None:
     import torch
 
     torch.set_num_threads(spec["threads"])
-    from mpgsam2.checkpoint import config_from_state_dict, from_official, load_model
-    from mpgsam2.model import MPGSAM2
+    from mpgsam2.checkpoints import config_from_state_dict, from_official, load_model
+    from mpgsam2.modeling.model import MPGSAM2
 
     times["import_s"] = time.perf_counter() - started
     folder = Path(spec["folder"])
@@ -148,11 +148,12 @@ def prepare(folder: Path, preset: str) -> dict:
     import torch
 
     from mpgsam2 import build_model, save_pretrained
+    from mpgsam2.checkpoints import official_state_dict
 
     if not (folder / "bf16" / "model.safetensors").is_file():
         model = build_model(preset, seed=0)
         save_pretrained(model, folder)
-        state = model.to_official_state_dict()
+        state = official_state_dict(model)
         torch.save({k: v.contiguous() for k, v in state.items()}, folder / "pytorch_model.bin")
         half = model.to(torch.bfloat16)
         save_pretrained(half, folder / "bf16")

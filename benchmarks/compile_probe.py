@@ -25,7 +25,7 @@ def main() -> None:
     from pipeline import synthetic_frames
 
     from mpgsam2 import build_model
-    from mpgsam2.predictor import preprocess
+    from mpgsam2.inference.frames import preprocess
 
     preset = sys.argv[1] if len(sys.argv) > 1 else "test"
     model = build_model(preset, seed=0)

@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from mpgsam2 import VideoPredictor, build_model, load_tokenizer
-    from mpgsam2.predictor import TEST_TOKENIZER
+    from mpgsam2.tokenizer import TEST_TOKENIZER
     from mpgsam2.video_io import read_video
 
     start = time.perf_counter()

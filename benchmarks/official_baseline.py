@@ -35,12 +35,12 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import nn
 
-from mpgsam2.aggregator import FusionLayer
-from mpgsam2.mask_prior import GlobalContext
-from mpgsam2.model import MPGSAM2
-from mpgsam2.predictor import preprocess
+from mpgsam2.inference.frames import preprocess
+from mpgsam2.modeling.aggregator import FusionLayer
+from mpgsam2.modeling.mask_prior import GlobalContext
+from mpgsam2.modeling.model import MPGSAM2
+from mpgsam2.modeling.sam2_adapter import decode_masks, encode_frame
 from mpgsam2.profiling import StageTimer
-from mpgsam2.sam2_adapter import decode_masks, encode_frame
 from mpgsam2.tokenizer import EncodedExpression
 
 
@@ -151,7 +151,7 @@ def official_track_step(
     )
     # _inter_obj: the conditioning frame's pointer, then up to min(T, 16) - 1 previous frames'.
     pointers = {t: out["obj_ptr"][0] for part in output_dict.values() for t, out in part.items()}
-    object_memory = aggregator.object_memory(frame_index, num_frames, pointers)
+    object_memory = aggregator.object_memory(frame_index, num_frames, pointers, (0,))
 
     device = pixel.device
     prompt_encoder = sam.sam_prompt_encoder

@@ -30,12 +30,13 @@ def main() -> None:
     from official import TOKENIZER_MODEL, load_case, official_random_weights
 
     from mpgsam2 import VideoPredictor, build_model, load_tokenizer
-    from mpgsam2.predictor import preprocess
+    from mpgsam2.checkpoints import load_official_state_dict
+    from mpgsam2.inference.frames import preprocess
 
     case = load_case(args.case)
     start = time.perf_counter()
     model = build_model("large")
-    model.load_official_state_dict(official_random_weights(seed=int(case["seed"])))
+    load_official_state_dict(model, official_random_weights(seed=int(case["seed"])))
     load_s = time.perf_counter() - start
     tokenizer = load_tokenizer(TOKENIZER_MODEL)
     predictor = VideoPredictor(model, tokenizer)

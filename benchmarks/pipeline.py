@@ -129,7 +129,7 @@ def available_memory_bytes() -> int | None:
 
 
 def _run_ours(model, tokenizer, frames, texts, mode, timer, out_dir, precision):
-    import mpgsam2.predictor as predictor_module
+    import mpgsam2.inference.predictor as predictor_module
     from mpgsam2 import VideoPredictor
 
     predictor = VideoPredictor(model, tokenizer, precision=precision)
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         global_frames = args.global_frames
     else:
         global_frames = args.frames if args.frames is not None else grid["global_frames"]
-    from mpgsam2.config import get_config
+    from mpgsam2.modeling.config import get_config
 
     args.prior_heads = get_config(args.preset).mask_prior.num_heads
 

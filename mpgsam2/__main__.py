@@ -30,7 +30,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _predictor(args):
-    from .predictor import VideoPredictor
+    from .inference.predictor import VideoPredictor
 
     predictor = VideoPredictor.from_pretrained(args.model, device=args.device, precision=args.precision)
     if predictor.untrained:
@@ -41,10 +41,12 @@ def _predictor(args):
 def _segment(args) -> int:
     from tqdm import tqdm
 
+    from .expressions import clean_expressions
+    from .inference.predictor import check_clip_length
     from .pipeline import DEFAULT_MAX_SIDE, SegmentOptions, load_clip, segment_video
-    from .predictor import clean_expressions
 
     expressions = clean_expressions(args.expression or [])
+    check_clip_length(args.clip_length)
     options = SegmentOptions(
         start_s=args.start,
         end_s=args.end,
@@ -70,7 +72,7 @@ def _segment(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .metrics import evaluate_folders
+    from .datasets.submission import evaluate_folders
 
     report = evaluate_folders(args.pred_dir, args.gt_dir)
     print(json.dumps(report, indent=2, default=float))
@@ -81,25 +83,24 @@ def _infer_dataset(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from . import datasets
+    from .datasets import BenchmarkSplit, write_davis_annotators, write_expression_masks
+    from .datasets.layouts import default_clip_length
 
     predictor = _predictor(args)
     out_dir = Path(args.out)
-    clip_length = args.clip_length if args.clip_length else (24 if args.format == "mevis" else None)
-    videos = list(datasets.iter_videos(args.dataset, args.split))
+    clip_length = args.clip_length if args.clip_length is not None else default_clip_length(args.format)
+    videos = BenchmarkSplit(args.dataset, args.split)
     for item in tqdm(videos, unit="video", disable=args.quiet):
         frames = item.load_frames()
         exp_ids = list(item.expressions)
         texts = [item.expressions[e]["exp"] for e in exp_ids]
-        results = predictor.segment(frames, texts, clip_length=clip_length)
+        results = predictor.segment_each(frames, texts, clip_length=clip_length)
         probabilities = {e: 1 / (1 + np.exp(-r.logits)) for e, r in zip(exp_ids, results)}
         if args.format == "davis":
-            datasets.write_davis_annotators(out_dir, item, probabilities)
+            write_davis_annotators(out_dir, item, probabilities)
             continue
         for exp_id, result in zip(exp_ids, results):
-            datasets.write_expression_masks(
-                out_dir, args.format, item, exp_id, result.masks, probabilities[exp_id]
-            )
+            write_expression_masks(out_dir, args.format, item, exp_id, result.masks, probabilities[exp_id])
     print(json.dumps({"videos": len(videos), "out": str(out_dir)}))
     return 0
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .video_io.sequences import natural_key
+
 __all__ = [
     "DAVIS_PALETTE",
     "atomic_target",
@@ -133,10 +135,6 @@ def save_palette_pngs_zip(
     return Path(path)
 
 
-def _natural_key(name: str) -> list[object]:
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
 def load_palette_zip(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a zip of indexed PNGs (as written by :func:`save_palette_pngs_zip`) into ``(T, H, W)`` uint8 indices.
 
@@ -145,7 +143,7 @@ def load_palette_zip(path: str | os.PathLike[str]) -> np.ndarray:
     from PIL import Image
 
     with zipfile.ZipFile(path) as zf:
-        names = sorted((n for n in zf.namelist() if n.lower().endswith(".png")), key=_natural_key)
+        names = sorted((n for n in zf.namelist() if n.lower().endswith(".png")), key=natural_key)
         if not names:
             raise ValueError(f"{path} contains no PNG files")
         frames = []

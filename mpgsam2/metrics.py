@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +30,6 @@ __all__ = [
     "VOID_LABEL",
     "db_eval_boundary",
     "db_eval_iou",
-    "evaluate_folders",
     "evaluate_sequences",
     "f_measure",
     "seg2bmap",
@@ -328,85 +324,4 @@ def evaluate_sequences(
         "J&F": (mean_j + mean_f) / 2.0,
         "num_objects": len(objects),
         "num_frames": int(np.zeros(shape[0], dtype=bool)[frames].size),
-    }
-
-
-def _natural_key(name: str) -> list[object]:
-    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
-
-
-def _read_label_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        if img.mode in ("P", "L"):
-            return np.asarray(img, dtype=np.uint8)
-        if img.mode == "1":
-            return np.asarray(img, dtype=np.uint8)
-        raise ValueError(f"{path} is a {img.mode} PNG; expected an indexed (palette) PNG of object ids")
-
-
-def evaluate_folders(
-    pred_dir: str | os.PathLike[str],
-    gt_dir: str | os.PathLike[str],
-    *,
-    skip_first_last: bool = False,
-    void_label: int | None = VOID_LABEL,
-    bound_th: float = BOUND_TH,
-) -> dict:
-    """Evaluate DAVIS-style folders ``<dir>/<video>/<frame>.png`` of palette PNGs (pixel value = object id).
-
-    Every video folder of ``gt_dir`` is evaluated on its ground-truth frames; ``pred_dir`` must have a PNG of
-    the same name for each of them (extra predicted frames are ignored).
-
-    Returns:
-        ``{"videos": {video: evaluate_sequences(...) result}, "J", "F", "J&F", "num_videos", "num_objects"}``;
-        the overall means are over all objects of all videos, as DAVIS reports them.
-
-    Raises:
-        FileNotFoundError: a video or frame has no prediction.
-        ValueError: sizes differ, or a PNG is not indexed/grayscale.
-    """
-    pred_root, gt_root = Path(pred_dir), Path(gt_dir)
-    if not gt_root.is_dir():
-        raise FileNotFoundError(f"ground-truth folder {gt_root} does not exist")
-    videos = sorted((d.name for d in gt_root.iterdir() if d.is_dir()), key=_natural_key)
-    results: dict[str, dict] = {}
-    all_j: list[float] = []
-    all_f: list[float] = []
-    for video in videos:
-        gt_frames = sorted((f.name for f in (gt_root / video).glob("*.png")), key=_natural_key)
-        if not gt_frames:
-            logger.warning("skipping %s: no ground-truth PNG", gt_root / video)
-            continue
-        pred_video = pred_root / video
-        if not pred_video.is_dir():
-            raise FileNotFoundError(f"no prediction folder for video '{video}' (expected {pred_video})")
-        gt_stack = np.stack([_read_label_png(gt_root / video / name) for name in gt_frames])
-        pred_list = []
-        for name in gt_frames:
-            pred_png = pred_video / name
-            if not pred_png.is_file():
-                raise FileNotFoundError(f"no prediction for frame {name} of '{video}' (expected {pred_png})")
-            pred_list.append(_read_label_png(pred_png))
-        pred_stack = np.stack(pred_list)
-        if pred_stack.shape != gt_stack.shape:
-            raise ValueError(
-                f"video '{video}': prediction {pred_stack.shape} vs ground truth {gt_stack.shape}"
-            )
-        res = evaluate_sequences(
-            pred_stack, gt_stack, void_label=void_label, skip_first_last=skip_first_last, bound_th=bound_th
-        )
-        results[video] = res
-        all_j.extend(o["J"] for o in res["objects"].values())
-        all_f.extend(o["F"] for o in res["objects"].values())
-    mean_j = float(np.mean(all_j)) if all_j else float("nan")
-    mean_f = float(np.mean(all_f)) if all_f else float("nan")
-    return {
-        "videos": results,
-        "J": mean_j,
-        "F": mean_f,
-        "J&F": (mean_j + mean_f) / 2.0,
-        "num_videos": len(results),
-        "num_objects": len(all_j),
     }

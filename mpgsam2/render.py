@@ -1,5 +1,6 @@
-"""Drawing segmentation results (overlays, legends, prior views, the presence timeline) with numpy, Pillow
-and matplotlib (Agg) only. Mask files are written by :mod:`mpgsam2.export`.
+"""Drawing segmentation results (overlays, legends, prior views and frame views) with numpy, Pillow and
+matplotlib's colour maps. The presence timeline is drawn by :mod:`mpgsam2.timeline`, mask files are written by
+:mod:`mpgsam2.export`.
 
 Conventions: frames are ``(H, W, 3)`` uint8 RGB; masks are ``(H, W)`` bool; a video's masks for one expression
 are ``(T, H, W)`` bool; ``masks_per_expression`` is a list with one such array per expression, in the order of
@@ -13,14 +14,10 @@ from __future__ import annotations
 
 import colorsys
 import logging
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
-
-from .export import atomic_target
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +25,9 @@ __all__ = [
     "PALETTE",
     "color_for",
     "draw_legend",
+    "frame_view",
     "overlay_frame",
     "overlay_video_frames",
-    "presence_timeline_png",
     "prior_view",
 ]
 
@@ -158,7 +155,7 @@ def overlay_frame(
     return out
 
 
-def _clean_label(text: str, max_chars: int = MAX_LABEL_CHARS) -> str:
+def clean_label(text: str, max_chars: int = MAX_LABEL_CHARS) -> str:
     """One line of at most ``max_chars`` characters: control characters become spaces, long text is cut."""
     one_line = " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).split())
     if len(one_line) > max_chars:
@@ -235,7 +232,7 @@ def draw_legend(
         raise ValueError(f"got {len(labels)} labels but {len(colors)} colours")
     if not labels:
         return np.asarray(frame).copy()
-    rows = [(_clean_label(text), tuple(int(c) for c in color)) for text, color in zip(labels, colors)]
+    rows = [(clean_label(text), tuple(int(c) for c in color)) for text, color in zip(labels, colors)]
     return _draw_text_boxes(np.asarray(frame), rows, corner)  # type: ignore[arg-type]
 
 
@@ -320,73 +317,32 @@ def prior_view(
     return np.concatenate([left, right], axis=1)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Files
-
-
-def _plain_legend_label(text: str) -> str:
-    label = _clean_label(text)
-    # matplotlib hides legend entries whose label starts with "_"; a leading space keeps them visible.
-    return " " + label if label.startswith("_") else label
-
-
-def presence_timeline_png(
-    path: str | os.PathLike[str],
-    timestamps_s: Sequence[float] | np.ndarray,
-    object_scores: Sequence[np.ndarray],
-    mask_areas: Sequence[np.ndarray],
-    expressions: Sequence[str],
-    colors: Sequence[RGB] | None = None,
-) -> Path:
-    """Plot per-expression presence over time and save it as a PNG.
-
-    Top panel: the object-score logit of each expression (with a line at 0, where SAM 2 decides "absent").
-    Bottom panel: the mask area in % of the frame.
+def frame_view(
+    frame: np.ndarray,
+    priors: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    colors: Sequence[RGB],
+    height: int = 360,
+) -> np.ndarray:
+    """What the model saw on one frame: one row per expression, [frame | prior heat map | final mask].
 
     Args:
-        path: destination PNG.
-        timestamps_s: ``(T,)`` frame times.
-        object_scores: per expression a ``(T,)`` array of logits.
-        mask_areas: per expression a ``(T,)`` array of mask area fractions in [0, 1].
-        expressions: the expression texts (legend labels, shown verbatim).
-        colors: per-expression colours; default :func:`color_for`.
+        frame: ``(H, W, 3)`` uint8.
+        priors: per expression, ``(h, w)`` prior probabilities; masks: per expression, ``(H, W)`` bool.
+        colors: per expression.
+        height: of each row, in pixels (the frame is scaled to it).
+    Returns:
+        ``(K * height, 3 * W', 3)`` uint8 with ``W'`` the scaled frame width.
     """
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from PIL import Image
 
-    t = np.asarray(timestamps_s, dtype=np.float64)
-    k = len(expressions)
-    if len(object_scores) != k or len(mask_areas) != k:
-        raise ValueError("object_scores, mask_areas and expressions must have one entry per expression")
-    cols = list(colors) if colors is not None else [color_for(i, k) for i in range(k)]
-    # parse_math off: an expression like "the $5 bill" must not be parsed as TeX math.
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        fig = Figure(figsize=(9.0, 5.0), dpi=100)
-        FigureCanvasAgg(fig)
-        ax_score, ax_area = fig.subplots(2, 1, sharex=True)
-        for i in range(k):
-            scores = np.asarray(object_scores[i], dtype=np.float64)
-            areas = np.asarray(mask_areas[i], dtype=np.float64) * 100.0
-            if scores.shape != t.shape or areas.shape != t.shape:
-                raise ValueError(
-                    f"expression {i}: scores {scores.shape} / areas {areas.shape} vs times {t.shape}"
-                )
-            rgb = tuple(c / 255.0 for c in cols[i])
-            label = _plain_legend_label(expressions[i])
-            ax_score.plot(t, scores, color=rgb, linewidth=1.6, label=label)
-            ax_area.plot(t, areas, color=rgb, linewidth=1.6, label=label)
-        ax_score.axhline(0.0, color="0.4", linestyle="--", linewidth=1.0)
-        ax_score.set_ylabel("object score (logit)")
-        ax_score.set_title("target presence per expression (above 0 = present)")
-        ax_area.set_ylabel("mask area (% of frame)")
-        ax_area.set_xlabel("time (s)")
-        ax_area.set_ylim(bottom=0.0)
-        for ax in (ax_score, ax_area):
-            ax.grid(True, alpha=0.3)
-        if k:
-            ax_score.legend(loc="best", fontsize="small")
-        fig.tight_layout()
-        with atomic_target(path) as tmp:
-            fig.savefig(tmp, format="png")
-    return Path(path)
+    scale = height / frame.shape[0]
+    size = (max(2, round(frame.shape[1] * scale)), height)
+    small = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+    rows = []
+    for prior, mask, color in zip(priors, masks, colors):
+        small_mask = np.asarray(
+            Image.fromarray(np.asarray(mask, dtype=bool)).resize(size, Image.Resampling.NEAREST)
+        )
+        rows.append(np.concatenate([small, prior_view(small, prior, small_mask, color)], axis=1))
+    return np.concatenate(rows, axis=0)

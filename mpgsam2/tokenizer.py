@@ -19,7 +19,12 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SPM_NAMES = ("sentencepiece.bpe.model", "beit3.spm", "spm.model", "tokenizer.model")
+#: The file name under which checkpoint folders keep the sentencepiece model (transformers' XLM-R name).
+SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
+#: Names a checkpoint folder may give its sentencepiece model, in the order they are looked for.
+SPM_NAMES = (SENTENCEPIECE_FILE, "beit3.spm", "spm.model", "tokenizer.model")
+#: The small tokenizer bundled for the untrained "test" model (made by scripts/make_test_tokenizer.py).
+TEST_TOKENIZER = Path(__file__).parent / "assets" / "test_tokenizer.model"
 
 
 class TokenizerError(ValueError):
@@ -47,6 +52,10 @@ class ExpressionTokenizer:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
 
+    def limited_to(self, max_tokens: int) -> ExpressionTokenizer:
+        """The same tokenizer cutting expressions to at most ``max_tokens`` (this one is left as it is)."""
+        return ExpressionTokenizer(self.tokenizer, min(self.max_tokens, max_tokens))
+
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
@@ -67,11 +76,17 @@ class ExpressionTokenizer:
         return EncodedExpression(text, input_ids, input_ids == self.pad_id, truncated, known)
 
 
-def _spm_in(folder: Path) -> Path | None:
+def find_sentencepiece(path: str | os.PathLike) -> Path | None:
+    """The sentencepiece model at ``path``: the file itself, or the one a checkpoint folder holds."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        return None
     for name in SPM_NAMES:
-        if (folder / name).is_file():
-            return folder / name
-    found = sorted(folder.glob("*.spm")) + sorted(folder.glob("*.model"))
+        if (path / name).is_file():
+            return path / name
+    found = sorted(path.glob("*.spm")) + sorted(path.glob("*.model"))
     return found[0] if found else None
 
 
@@ -80,16 +95,16 @@ def load_tokenizer(path: str | os.PathLike, max_tokens: int = 1022) -> Expressio
     from transformers import XLMRobertaTokenizer
 
     path = Path(path)
-    if path.is_dir() and (path / "tokenizer_config.json").is_file() and _spm_in(path) is not None:
+    spm = find_sentencepiece(path)
+    if path.is_dir() and (path / "tokenizer_config.json").is_file() and spm is not None:
         folder, cleanup = path, None
     else:
-        spm = _spm_in(path) if path.is_dir() else path
-        if spm is None or not spm.is_file():
+        if spm is None:
             raise TokenizerError(f"No sentencepiece model (beit3.spm / sentencepiece.bpe.model) at {path}.")
         # transformers 5 only builds the sentencepiece-backed tokenizer from a folder with this file name.
         cleanup = tempfile.mkdtemp(prefix="mpgsam2-tok-")
         folder = Path(cleanup)
-        shutil.copyfile(spm, folder / "sentencepiece.bpe.model")
+        shutil.copyfile(spm, folder / SENTENCEPIECE_FILE)
     try:
         tokenizer = XLMRobertaTokenizer.from_pretrained(str(folder))
     except Exception as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mpgsam2.random_init import random_state_dict
+from mpgsam2.modeling.random_init import random_state_dict
 
 OFFICIAL_DIR = Path(__file__).resolve().parent / "data" / "official"
 LARGE_MANIFEST = OFFICIAL_DIR / "state_dict_large.tsv"

@@ -6,7 +6,9 @@ The app runs the real untrained "test" preset on the real example clips; nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +24,7 @@ import numpy as np
 import pytest
 
 from mpgsam2.export import load_coco_rle_json, load_palette_zip
-from mpgsam2.space import SessionFolders
+from mpgsam2.space import RunFolders
 from mpgsam2.video_io import ffprobe_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +44,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_app(folder: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``python app.py ARGS`` on a free local port; yield its URL; stop it (by its process id).
+def running_app(
+    folder: Path, *args: str, env: dict[str, str] | None = None, launcher: Path | None = None
+) -> Iterator[str]:
+    """Start ``python app.py ARGS`` (through ``launcher APP ARGS`` when given) on a free local port; yield
+    its URL; stop it (by its process id).
 
     Its session folders go to ``folder / "sessions"``, Gradio's files to ``folder / "gradio"`` and its log to
     ``folder / "app.log"``.
@@ -62,11 +67,19 @@ def running_app(folder: Path, *args: str, env: dict[str, str] | None = None) -> 
     log_path = folder / "app.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--port", str(port), *args],
+            [
+                sys.executable,
+                *([str(launcher)] if launcher else []),
+                str(ROOT / "app.py"),
+                "--port",
+                str(port),
+                *args,
+            ],
             cwd=ROOT,
             env=environment,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: workers it forks (ZeroGPU) stop with it
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -87,12 +100,21 @@ def running_app(folder: Path, *args: str, env: dict[str, str] | None = None) -> 
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Terminate the app and every process it started (a forked GPU worker outlives its parent)."""
+    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 20)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=wait_s)
+            break
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # the workers, if the app left any
 
 
 def client_for(url: str, downloads: Path):
@@ -172,7 +194,7 @@ def test_two_sessions_at_once_each_get_their_own_results(app, tmp_path):
     url, sessions_root = app
     first, second = client_for(url, tmp_path / "a"), client_for(url, tmp_path / "b")
     assert first.session_hash != second.session_hash
-    folders = SessionFolders(sessions_root)
+    folders = RunFolders(sessions_root)
     own = {folders.folder(first.session_hash).name, folders.folder(second.session_hash).name}
     job_a = first.submit(
         video=handle_file(str(CUPS)), expressions="the yellow ball", max_frames=6, api_name="/segment"
@@ -232,12 +254,12 @@ def test_impossible_requests_are_refused_before_they_are_queued(app, tmp_path):
         client.predict(video=handle_file(str(CUPS)), expressions="the ball", start_s=3, api_name="/segment")
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("not a video")
-    with pytest.raises(ValidationError, match="video: The uploaded file") as caught:
+    with pytest.raises(ValidationError, match="video: Could not read the uploaded file as a video") as caught:
         client.predict(video=handle_file(str(not_a_video)), expressions="the ball", api_name="/segment")
     assert "notes.mp4" not in str(caught.value)
     assert time.monotonic() - started < 30
     # Nothing ran: this session never got a folder.
-    assert not SessionFolders(sessions_root).folder(client.session_hash).exists()
+    assert not RunFolders(sessions_root).folder(client.session_hash).exists()
     client.close()
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_app import CUPS, ROOT, SessionFolders, running_app
+from test_app import CUPS, ROOT, RunFolders, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -136,8 +136,9 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
                 "frame 5 in the frame view",
                 log,
             )
-            assert page.locator("#frame-view img").evaluate("img => img.complete && img.naturalWidth > 0")
-            assert page.locator("#timeline img").evaluate("img => img.complete && img.naturalWidth > 0")
+            for image in ("#frame-view img", "#timeline img"):
+                loaded = f"document.querySelector('{image}').complete"
+                _wait(page, f"{loaded} && document.querySelector('{image}').naturalWidth > 0", image, log)
 
             downloads = page.locator("#downloads").inner_text()
             for name in ("mpgsam2_results", "overlay", "masks_palette", "masks_rle"):
@@ -180,7 +181,7 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
             shared.close()
 
             # Closing the tab ends the session: its folder goes away.
-            session = SessionFolders(folder / "app" / "sessions").folder(_session_hash(page))
+            session = RunFolders(folder / "app" / "sessions").folder(_session_hash(page))
             assert session.is_dir()
             page.close()
             deadline = time.monotonic() + 30

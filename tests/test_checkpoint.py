@@ -10,10 +10,12 @@ import torch
 from official import BASE_MANIFEST, LARGE_MANIFEST, read_manifest
 
 from mpgsam2 import CheckpointError, VideoPredictor, build_model, load_model, save_pretrained
-from mpgsam2.checkpoint import (
+from mpgsam2.checkpoints import (
     OFFICIAL_TO_OURS,
     config_from_state_dict,
     from_official,
+    load_official_state_dict,
+    official_state_dict,
     read_weights,
     resolve_source,
     to_official,
@@ -34,19 +36,19 @@ def test_name_table_maps_every_official_name_both_ways(untrained_model):
 
 
 def test_wrapper_prefixes_of_training_checkpoints_are_stripped(untrained_model):
-    official = untrained_model.to_official_state_dict()
+    official = official_state_dict(untrained_model)
     wrapped = {f"module.evf_model.{k}": v for k, v in official.items()}
     assert from_official(wrapped).keys() == untrained_model.state_dict().keys()
 
 
 def test_strict_load_names_missing_unexpected_and_shape_conflicts(untrained_model):
-    state = untrained_model.to_official_state_dict()
+    state = official_state_dict(untrained_model)
     state.pop("mask_linear.weight")
     state["visual_model.extra.weight"] = torch.zeros(1)
     state["text_feat_linear.weight"] = torch.zeros(3, 3)
     model = build_model("test")
     with pytest.raises(CheckpointError) as error:
-        model.load_official_state_dict(state)
+        load_official_state_dict(model, state)
     message = str(error.value)
     assert "missing keys" in message and "mask_prior.channel_modulation.weight" in message
     assert "unexpected keys" in message and "sam2.extra.weight" in message
@@ -54,16 +56,16 @@ def test_strict_load_names_missing_unexpected_and_shape_conflicts(untrained_mode
 
 
 def test_integer_weights_are_refused(untrained_model):
-    state = untrained_model.to_official_state_dict()
+    state = official_state_dict(untrained_model)
     state["meo_linear.weight"] = state["meo_linear.weight"].to(torch.int32)
     with pytest.raises(CheckpointError, match="non-floating-point"):
-        build_model("test").load_official_state_dict(state)
+        load_official_state_dict(build_model("test"), state)
 
 
 def test_half_precision_weights_load_as_float32(untrained_model):
-    state = {k: v.to(torch.bfloat16) for k, v in untrained_model.to_official_state_dict().items()}
+    state = {k: v.to(torch.bfloat16) for k, v in official_state_dict(untrained_model).items()}
     model = build_model("test")
-    model.load_official_state_dict(state)
+    load_official_state_dict(model, state)
     assert model.dtype == torch.float32
     expected = untrained_model.mask_prior.prior_head.weight.to(torch.bfloat16).float()
     torch.testing.assert_close(model.mask_prior.prior_head.weight, expected)
@@ -78,7 +80,7 @@ def _write_layout(model, folder, layout):
     elif layout == "bin":
         save_pretrained(model, folder)
         (folder / "model.safetensors").unlink()
-        torch.save(model.to_official_state_dict(), folder / "pytorch_model.bin")
+        torch.save(official_state_dict(model), folder / "pytorch_model.bin")
     return folder
 
 
@@ -102,7 +104,7 @@ def test_hf_layouts_load_offline_and_segment(
 
 def test_single_weights_file_loads(untrained_model, tmp_path):
     path = tmp_path / "weights.pt"
-    torch.save({"model": untrained_model.to_official_state_dict()}, path)
+    torch.save({"model": official_state_dict(untrained_model)}, path)
     (tmp_path / "config.json").write_text(json.dumps({"mpgsam2": untrained_model.config.to_dict()}))
     loaded = load_model(path, device="cpu")
     torch.testing.assert_close(
@@ -133,7 +135,7 @@ def test_broken_and_foreign_files(tmp_path, untrained_model):
         read_weights(tmp_path / "random.bin")
     # A plain SAM 2 checkpoint (no BEiT-3) is named as such.
     sam_only = {
-        k: v for k, v in untrained_model.to_official_state_dict().items() if k.startswith("visual_model.")
+        k: v for k, v in official_state_dict(untrained_model).items() if k.startswith("visual_model.")
     }
     torch.save({"model": {k[len("visual_model.") :]: v for k, v in sam_only.items()}}, tmp_path / "sam2.pt")
     with pytest.raises(CheckpointError, match="not an MPG-SAM 2 checkpoint"):

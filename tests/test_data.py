@@ -1,6 +1,6 @@
 """Training data: readers of the three video layouts and RefCOCO, clip sampling, augmentation, model inputs.
 
-Every dataset here is synthetic, written into a temporary folder by :mod:`mpgsam2.data.synthetic`.
+Every dataset here is synthetic, written into a temporary folder by :mod:`mpgsam2.datasets.synthetic`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from mpgsam2 import get_config, load_tokenizer
-from mpgsam2.data import (
+from mpgsam2.datasets import (
+    BenchmarkSplit,
     ClipAugmentation,
     ClipTransform,
     DatasetSpec,
@@ -33,8 +34,7 @@ from mpgsam2.data import (
     write_synthetic_refcoco,
     write_synthetic_videos,
 )
-from mpgsam2.datasets import iter_videos
-from mpgsam2.predictor import TEST_TOKENIZER
+from mpgsam2.tokenizer import TEST_TOKENIZER
 
 NUM_VIDEOS, NUM_FRAMES = 2, 6
 
@@ -190,7 +190,7 @@ def test_sampling_and_augmentation_are_reproducible_per_epoch(roots):
 def test_readers_and_inference_listing_agree(roots):
     """The CLI's ``infer-dataset`` reads the same folders as the training readers."""
     for layout in ("ytvos", "mevis", "davis"):
-        listed = list(iter_videos(roots / layout, "train"))
+        listed = list(BenchmarkSplit(roots / layout, "train"))
         dataset = build_dataset(DatasetSpec(format=layout, root=str(roots / layout)), augment=False)
         assert [v.video for v in listed] == sorted(dataset.meta)
         videos = list(dataset.iter_eval_videos())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import sigmoid_focal_loss as torchvision_focal
 
-from mpgsam2.losses import (
+from mpgsam2.training.losses import (
     OFFICIAL_WEIGHTS,
     LossWeights,
     clip_losses,

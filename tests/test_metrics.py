@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mpgsam2.datasets.submission import evaluate_folders
 from mpgsam2.export import DAVIS_PALETTE
 from mpgsam2.metrics import (
     _bound_radius,
     _dilate_disk,
     db_eval_boundary,
     db_eval_iou,
-    evaluate_folders,
     evaluate_sequences,
     f_measure,
     seg2bmap,

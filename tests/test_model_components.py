@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mpgsam2.aggregator import HierarchicalAggregator
-from mpgsam2.beit3 import BEiT3
-from mpgsam2.config import AggregatorConfig, MPGSAM2Config, get_config
 from mpgsam2.devices import autocast, parse_dtype, pick_device
+from mpgsam2.modeling.aggregator import HierarchicalAggregator
+from mpgsam2.modeling.beit3 import BEiT3
+from mpgsam2.modeling.config import AggregatorConfig, MPGSAM2Config, get_config
 
 
 def test_presets_derive_their_sizes():
@@ -88,17 +88,20 @@ def test_patch_merge_channel_order():
 def test_object_memory_follows_the_official_selection():
     aggregator = HierarchicalAggregator(AggregatorConfig(), dim=8)
     pointers = {t: torch.full((8,), float(t)) for t in range(30)}
-    assert aggregator.object_memory(0, 30, pointers) is None
-    stacked, codes = aggregator.object_memory(5, 30, pointers)
+    assert aggregator.object_memory(0, 30, {}, ()) is None  # the initial frame: an empty memory bank
+    stacked, codes = aggregator.object_memory(5, 30, pointers, (0,))
     # Frame 0 (the conditioning frame) first at distance 5, then frames 4, 3, 2, 1.
     assert stacked[:, 0].tolist() == [0.0, 4.0, 3.0, 2.0, 1.0]
-    far, _ = aggregator.object_memory(25, 30, pointers)
+    far, _ = aggregator.object_memory(25, 30, pointers, (0,))
     assert far[:, 0].tolist() == [0.0] + [float(25 - d) for d in range(1, 16)]
     # Distances are normalised by min(T, 16) - 1: a gap of 1 in a 3-frame clip is coded as 0.5.
-    _, short_codes = aggregator.object_memory(1, 3, {0: pointers[0]})
-    _, long_codes = aggregator.object_memory(1, 30, {0: pointers[0]})
+    _, short_codes = aggregator.object_memory(1, 3, {0: pointers[0]}, (0,))
+    _, long_codes = aggregator.object_memory(1, 30, {0: pointers[0]}, (0,))
     assert not torch.allclose(short_codes, long_codes)
     assert codes.shape == stacked.shape
+    # Several conditioning frames (SAM 2's selection): each at its distance, and not again as a past frame.
+    several, _ = aggregator.object_memory(8, 30, pointers, (0, 6))
+    assert several[:, 0].tolist() == [0.0, 6.0, 7.0, 5.0, 4.0, 3.0, 2.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Parity with the official MPG-SAM 2 code: case A of tests/data/official (large layout, seed 0).
 
 The official code ran on the same random weights and inputs; our package must reproduce its outputs through
-the public path (load_official_state_dict -> VideoPredictor.segment).
+the public path (mpgsam2.checkpoints.load_official_state_dict -> VideoPredictor.segment).
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import torch
 from official import load_case, official_random_weights, read_manifest
 
 from mpgsam2 import VideoPredictor, build_model
-from mpgsam2.predictor import preprocess
+from mpgsam2.checkpoints import load_official_state_dict, official_state_dict
+from mpgsam2.inference.frames import preprocess
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,7 @@ def case_a():
 
 def test_large_layout_matches_the_official_manifest(large_model):
     manifest = read_manifest()
-    official = large_model.to_official_state_dict()
+    official = official_state_dict(large_model)
     assert len(official) == MANIFEST_ENTRIES == len(manifest)
     assert {name: tuple(t.shape) for name, t in official.items()} == manifest
     assert sum(p.numel() for p in large_model.parameters()) == MANIFEST_PARAMETERS
@@ -42,7 +43,7 @@ def test_large_layout_matches_the_official_manifest(large_model):
 @pytest.fixture(scope="module")
 def loaded(large_model, case_a):
     state = official_random_weights(seed=int(case_a["seed"]))
-    large_model.load_official_state_dict(state)
+    load_official_state_dict(large_model, state)
     return large_model
 
 

@@ -89,7 +89,7 @@ def test_base_configuration_runs_with_widths_from_its_checkpoint(tokenizer, tmp_
     import dataclasses
 
     from mpgsam2 import build_model, get_config, load_model, save_pretrained
-    from mpgsam2.config import HIERA_PRESETS
+    from mpgsam2.modeling.config import HIERA_PRESETS
 
     base = get_config("base")
     config = base.replace(

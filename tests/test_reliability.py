@@ -2,10 +2,12 @@
 
 Surfaces: the Python API (``segment_video`` / ``load_clip`` / ``VideoPredictor``: a typed exception), the
 command line (``python -m mpgsam2 -q segment``: exit status 2, one line on stderr, no traceback) and the
-app (its validator and its run handler, imported in this process: a ``gr.Error`` or a field message).
+app's logic (``mpgsam2.space``: the form checks' field messages, and the runner's results or ``RunError``,
+which the app shows as its one ``gr.Error``).
 
-Real files throughout: the short example clips and files made here with the bundled ffmpeg. The one fake is
-a predictor that raises ``torch.cuda.OutOfMemoryError`` part-way (the handling is under test, not the model).
+Real files throughout: the short example clips and files made here with the bundled ffmpeg. The fakes are a
+predictor that raises ``torch.cuda.OutOfMemoryError`` part-way and a device loop that ends the way ZeroGPU
+ends a worker (the handling is under test, not the model or the platform).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mpgsam2 import CheckpointError, VideoPredictor, save_pretrained
+from mpgsam2.checkpoints import official_state_dict
 from mpgsam2.export import load_coco_rle_json
+from mpgsam2.expressions import MAX_EXPRESSIONS, clean_expressions
 from mpgsam2.pipeline import (
     ClipTooLongError,
     RunInterrupted,
@@ -37,7 +41,6 @@ from mpgsam2.pipeline import (
     load_clip,
     segment_video,
 )
-from mpgsam2.predictor import MAX_EXPRESSIONS, clean_expressions
 from mpgsam2.video_io import VideoReadError, ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +119,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     files = {"missing": folder / "nowhere" / "model.safetensors"}
     files["truncated"] = folder / "truncated.safetensors"
     files["truncated"].write_bytes(data[: len(data) // 3])
-    official = model.to_official_state_dict()
+    official = official_state_dict(model)
     sam_only = {k[len("visual_model.") :]: v for k, v in official.items() if k.startswith("visual_model.")}
     files["sam2"] = folder / "sam2.1_hiera_tiny.pt"
     torch.save({"model": sam_only}, files["sam2"])
@@ -142,36 +145,43 @@ class _Payload:
         return (Path.touch, (Path(self.target),))
 
 
-@pytest.fixture(scope="module")
-def app_module():
-    """``app.py`` imported here (no server): its validator and run handler, called directly."""
-    sys.path.insert(0, str(ROOT))
+APP_MODELS = ["test", "ytvos", "mevis", "tiny"]
+
+
+def plan(video, expressions, model="test", start=0, end=0, fps=0, frames=3):
+    """The app's checked job for the form's values (see ``mpgsam2.space.plan_job``)."""
+    from mpgsam2 import space
+
+    return space.plan_job(str(video) if video else None, expressions, model, start, end, fps, frames, 0.5,
+                          models=APP_MODELS)  # fmt: skip
+
+
+def field_messages(video, expressions, model="test", start=0, end=0, fps=0, frames=3) -> dict:
+    """The messages the app's form shows, keyed by field (only the fields it refuses)."""
+    from mpgsam2 import space
+
     try:
-        import app
-    finally:
-        sys.path.remove(str(ROOT))
-    app.MODEL_CHOICES[:] = ["test", "ytvos", "mevis", "tiny"]
-    return app
+        plan(video, expressions, model, start, end, fps, frames)
+    except space.InputError as error:
+        return error.problems
+    return {}
 
 
-@pytest.fixture
-def app_env(app_module, tmp_path, untrained_predictor, monkeypatch):
-    """The app with the test model loaded and its session folders under ``tmp_path``."""
+def make_runner(folder: Path, predictor, loop=None):
+    """The app's runner with ``predictor`` as the "test" model and the device loop run in this process."""
     from mpgsam2 import space
 
-    store = space.ModelStore(lambda source, device=None: untrained_predictor)
+    store = space.ModelStore(lambda source, device=None: predictor)
     store.get("test")
-    monkeypatch.setattr(app_module, "MODELS", store)
-    monkeypatch.setattr(app_module, "SESSIONS", space.SessionFolders(tmp_path / "sessions"))
-    return app_module
 
+    def local_loop(job, frames_file, expressions, stop_flag):
+        return space.device_loop(
+            store.get(job.model), frames_file, expressions, job.options.clip_length, stop_flag
+        )
 
-def _validator_messages(app, video, expressions, model="test", start=0, end=0, fps=0, frames=3) -> dict:
-    """The app validator's messages for the form, keyed by field (only the fields it refuses)."""
-    from mpgsam2 import space
-
-    checks = app.validate(str(video) if video else None, expressions, model, start, end, fps, frames, 0.5)
-    return {name: c["message"] for name, c in zip(space.FIELDS, checks) if not c["is_valid"]}
+    return space.Runner(
+        store, space.RunFolders(folder / "sessions"), space.TimingLog(), "cpu", loop or local_loop
+    )
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -227,13 +237,13 @@ def test_bad_file_cli(media, tmp_path, name, message):
 
 
 @pytest.mark.parametrize(("name", "message"), BAD_FILES)
-def test_bad_file_app(media, app_env, name, message):
-    problems = _validator_messages(app_env, media[name], "the ball")
+def test_bad_file_app(media, name, message):
+    problems = field_messages(media[name], "the ball")
     assert list(problems) == ["video"] and re.search(message, problems["video"])
     assert media[name].name not in problems["video"]  # upload names are never echoed
 
 
-def test_long_clip_is_refused_with_a_limit_and_advice(media, tmp_path, app_env):
+def test_long_clip_is_refused_with_a_limit_and_advice(media, tmp_path):
     # Python API: a configurable limit, checked from the metadata before decoding.
     with pytest.raises(ClipTooLongError, match="at most 300 s are processed") as caught:
         load_clip(media["long"], SegmentOptions(max_duration_s=300))
@@ -244,14 +254,14 @@ def test_long_clip_is_refused_with_a_limit_and_advice(media, tmp_path, app_env):
     done = run_cli("segment", str(media["long"]), "-e", "x", "--out", str(tmp_path / "o"), "--model", "test")
     assert_one_clear_line(done, "The video is 610 s long; at most 300 s are processed in one run")
     # App: MPGSAM2_MAX_CLIP_SECONDS (120 s by default), reported on the trim end.
-    problems = _validator_messages(app_env, media["long"], "the ball")
+    problems = field_messages(media["long"], "the ball")
     assert (
         list(problems) == ["end_s"] and "at most 120 s" in problems["end_s"] and "Trim" in problems["end_s"]
     )
-    assert _validator_messages(app_env, media["long"], "the ball", start=60, end=90) == {}
+    assert field_messages(media["long"], "the ball", start=60, end=90) == {}
 
 
-def test_8k_is_downscaled_while_decoding_and_said(media, untrained_predictor, tmp_path, app_env):
+def test_8k_is_downscaled_while_decoding_and_said(media, untrained_predictor, tmp_path):
     from mpgsam2 import space
 
     outputs = segment_video(untrained_predictor, media["8k"], ["the wall"], tmp_path)
@@ -259,7 +269,7 @@ def test_8k_is_downscaled_while_decoding_and_said(media, untrained_predictor, tm
     assert (outputs.source_width, outputs.source_height) == (7680, 4320)
     assert "Frames were downscaled from 7680x4320 to 1920x1080 while decoding." in outputs.warnings
     assert "downscaled from 7680x4320" in space.summary_text(outputs)
-    job = app_env._check(str(media["8k"]), "the wall", "test", 0, 0, 0, 150, 0.5)
+    job = plan(str(media["8k"]), "the wall", "test", 0, 0, 0, 150)
     assert (job.width, job.height) == (1920, 1080)  # so the memory check counts the decoded size
 
 
@@ -268,13 +278,13 @@ def test_8k_is_downscaled_while_decoding_and_said(media, untrained_predictor, tm
     [("image", 1, (160, 120)), ("vfr", 8, (96, 64)), ("rotated", 3, (270, 480)), ("gray", 3, (96, 64)),
      ("alpha", 3, (96, 64))],
 )  # fmt: skip
-def test_unusual_but_valid_videos_run(media, untrained_predictor, tmp_path, app_env, name, frames, size):
+def test_unusual_but_valid_videos_run(media, untrained_predictor, tmp_path, name, frames, size):
     outputs = segment_video(
         untrained_predictor, media[name], ["the thing"], tmp_path, SegmentOptions(max_frames=3)
     )
     assert outputs.num_frames == min(frames, 3) and (outputs.width, outputs.height) == size
     assert outputs.overlay_video.stat().st_size > 0 and outputs.bundle_zip.is_file()
-    job = app_env._check(str(media[name]), "the thing", "test", 0, 0, 0, 3, 0.5)
+    job = plan(str(media[name]), "the thing", "test", 0, 0, 0, 3)
     assert (job.width, job.height) == size and job.frames == min(frames, 3)
 
 
@@ -299,38 +309,38 @@ def test_no_expression_python_api(untrained_predictor, tmp_path, expressions, me
     assert not (tmp_path / "o").exists()
 
 
-def test_no_expression_cli_and_app(tmp_path, app_env):
+def test_no_expression_cli_and_app(tmp_path):
     done = run_cli("segment", str(BEDROOM), "-e", "  ", "--out", str(tmp_path / "o"), "--model", "test")
-    assert_one_clear_line(done, "Give at least one expression")
-    assert _validator_messages(app_env, BEDROOM, "\n  \n") == {
+    assert_one_clear_line(done, "Type at least one expression")
+    assert field_messages(BEDROOM, "\n  \n") == {
         "expressions": "Type at least one expression, e.g. 'the dog on the left'."
     }
 
 
-def test_blank_lines_are_dropped_everywhere(app_env):
+def test_blank_lines_are_dropped_everywhere():
     from mpgsam2 import space
 
     assert clean_expressions(["", "the dog", "  ", " the cat "]) == ["the dog", "the cat"]
     assert space.parse_expressions("\n\nthe dog\n \n\tthe cat\n") == ["the dog", "the cat"]
-    assert _validator_messages(app_env, BEDROOM, "\n\nthe dog\n\n") == {}
+    assert field_messages(BEDROOM, "\n\nthe dog\n\n") == {}
 
 
-def test_expression_limits(app_env):
+def test_expression_limits():
     assert len(clean_expressions([f"object {i}" for i in range(MAX_EXPRESSIONS)])) == 50
     with pytest.raises(ValueError, match="51 expressions given; at most 50"):
         clean_expressions([f"object {i}" for i in range(51)])
-    problems = _validator_messages(app_env, BEDROOM, "\n".join(f"object {i}" for i in range(50)))
+    problems = field_messages(BEDROOM, "\n".join(f"object {i}" for i in range(50)))
     assert problems == {"expressions": "50 expressions given; at most 10 run at once. Remove some lines."}
 
 
-def test_long_expression_is_cut_with_a_warning(untrained_predictor, tmp_path, app_env):
+def test_long_expression_is_cut_with_a_warning(untrained_predictor, tmp_path):
     text = ("the small yellow ball that rolls under the cup " * 110)[:5000]
     outputs = segment_video(untrained_predictor, BEDROOM, [text], tmp_path, SegmentOptions(max_frames=1))
     assert any("only its beginning was used" in w for w in outputs.warnings)
     assert untrained_predictor.tokenizer.encode(text).truncated
     assert len(untrained_predictor.tokenizer.encode(text).input_ids) <= 1022
     # The app refuses it up front (200 characters at most), saying what to change.
-    problems = _validator_messages(app_env, BEDROOM, text)
+    problems = field_messages(BEDROOM, text)
     assert problems == {"expressions": "Expression 1 is 5000 characters long; shorten it to at most 200."}
 
 
@@ -343,7 +353,7 @@ def test_expression_of_unknown_tokens_only_is_flagged(untrained_predictor, tmp_p
     assert "no word the model knows" in space.summary_text(outputs)
 
 
-def test_html_rtl_and_emoji_are_text(untrained_predictor, tmp_path, app_env):
+def test_html_rtl_and_emoji_are_text(untrained_predictor, tmp_path):
     from mpgsam2 import space
 
     texts = [HTML, RTL, EMOJI]
@@ -357,12 +367,9 @@ def test_html_rtl_and_emoji_are_text(untrained_predictor, tmp_path, app_env):
     for item in texts:
         assert item in text  # verbatim in the plain-text summary (a Textbox never renders markup)
     assert "&lt;" not in text
-    job = app_env._check(str(BEDROOM), "\n".join(texts), "test", 0, 0, 0, 2, 0.5)
+    job = plan(str(BEDROOM), "\n".join(texts), "test", 0, 0, 0, 2)
     data = space.result_json(outputs, job, 1.0, "the CPU", True)
     assert [e["expression"] for e in data["expressions"]] == texts
-    # Messages shown as HTML (gr.Error) are escaped and never carry the expressions back.
-    error = app_env._error("<b>bold</b> & more")
-    assert "<b>" not in str(error.message) and "&lt;b&gt;" in str(error.message)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -394,7 +401,7 @@ def test_bad_checkpoint_cli(checkpoints, tmp_path, name, message):
     assert not checkpoints["pwned"].exists()
 
 
-def test_bad_checkpoint_app(checkpoints, app_module):
+def test_bad_checkpoint_app(checkpoints, tmp_path):
     from mpgsam2 import space
 
     store = space.ModelStore(VideoPredictor.from_pretrained)
@@ -402,14 +409,13 @@ def test_bad_checkpoint_app(checkpoints, app_module):
         error = store.try_load(str(checkpoints[name]))
         assert error is not None and message in error
         assert message in space.model_notice(name, False, error)  # the banner says what is wrong
-    store = space.ModelStore(VideoPredictor.from_pretrained)
-    original = app_module.MODELS
-    app_module.MODELS = store
-    try:
-        with pytest.raises(app_module.gr.Error, match="truncated"):
-            app_module._predictor(str(checkpoints["truncated"]))
-    finally:
-        app_module.MODELS = original
+    # A run asks for the model again: the same message, as the run's error.
+    runner = space.Runner(
+        space.ModelStore(VideoPredictor.from_pretrained), space.RunFolders(tmp_path), space.TimingLog(), "cpu",
+        loop=None,
+    )  # fmt: skip
+    with pytest.raises(space.RunError, match="truncated"):
+        runner.predictor(str(checkpoints["truncated"]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -421,7 +427,11 @@ class FailingPredictor:
 
     def __init__(self, predictor: VideoPredictor, fail_at: int, error: BaseException):
         self.inner, self.fail_at, self.error = predictor, fail_at, error
-        self.tokenizer = predictor.tokenizer
+        self.tokenizer, self.encode, self.untrained = (
+            predictor.tokenizer,
+            predictor.encode,
+            predictor.untrained,
+        )
 
     def iter_segment(self, frames, texts, clip_length=None):
         for result in self.inner.iter_segment(frames, texts, clip_length=clip_length):
@@ -472,57 +482,58 @@ def test_out_of_memory_cli(untrained_predictor, tmp_path, monkeypatch, capsys):
     assert (tmp_path / "mpgsam2_results.zip").is_file()  # the frame done is kept
 
 
-def test_out_of_memory_app_keeps_frames_or_says_what_to_reduce(app_env, untrained_predictor, monkeypatch):
+def test_out_of_memory_app_keeps_frames_or_says_what_to_reduce(untrained_predictor, tmp_path):
     from mpgsam2 import space
 
-    job = app_env._check(str(BEDROOM), "the girl", "test", 0, 0, 0, 4, 0.5)
-    app_env.MODELS._models["test"] = FailingPredictor(untrained_predictor, 2, _oom())
-    events = list(app_env._execute(job, "session-a", None))
+    job = plan(BEDROOM, "the girl", frames=4)
+    runner = make_runner(tmp_path, FailingPredictor(untrained_predictor, 2, _oom()))
+    events = list(runner.run(job, "session-a"))
     finished = events[-1]
-    assert isinstance(finished, app_env.Finished) and finished.outputs.num_frames == 2
+    assert isinstance(finished, space.Finished) and finished.outputs.num_frames == 2
     text = space.summary_text(finished.outputs)
     assert "Stopped early: the results cover the first 2 of 4 frames." in text
-    assert "The run failed after 2 of 4 frames" in text
-    app_env.MODELS._models["test"] = FailingPredictor(untrained_predictor, 0, _oom())
-    with pytest.raises(app_env.gr.Error, match="Out of device memory after 0 of 4 frames"):
-        list(app_env._execute(job, "session-a", None))
+    assert "The GPU ran out of memory after 2 of 4 frames; the results cover those frames" in text
+    runner = make_runner(tmp_path, FailingPredictor(untrained_predictor, 0, _oom()))
+    with pytest.raises(space.RunError, match="ran out of memory after 0 of 4 frames .* Lower the maximum"):
+        list(runner.run(job, "session-a"))
 
 
-def test_run_cut_off_by_gpu_duration_keeps_the_frames_done(app_env, monkeypatch):
-    """On ZeroGPU the worker is killed past its duration: the app process sees an exception from the
-    stream, and rebuilds complete outputs from the frames it already received."""
+def test_run_cut_off_by_gpu_duration_keeps_the_frames_done(untrained_predictor, tmp_path):
+    """On ZeroGPU the worker is killed past its duration: the stream ends with the error ZeroGPU raises
+    (``gr.Error("GPU task aborted")``), and the runner writes complete outputs of the frames it received."""
+    import gradio as gr
+
     from mpgsam2 import space
 
-    real = app_env.segment_on_gpu
+    def cut_off(job, frames_file, expressions, stop_flag):
+        frames = space.device_loop(untrained_predictor, frames_file, expressions, None, stop_flag)
+        for done, frame in enumerate(frames, 1):
+            yield frame
+            if done == 3:
+                raise gr.Error("GPU task aborted", title="ZeroGPU worker error")
 
-    def cut_off(job, out_dir, stop_flag):
-        for event in real(job, out_dir, stop_flag):
-            yield event
-            if getattr(event, "done", 0) == 3:
-                raise RuntimeError("GPU task aborted: duration exceeded")
-
-    monkeypatch.setattr(app_env, "segment_on_gpu", cut_off)
-    monkeypatch.setattr(app_env, "KEEP_FRAMES", True)  # as on ZeroGPU
-    job = app_env._check(str(CUPS), "the cup\nthe ball", "test", 0, 0, 0, 6, 0.5)
-    finished = list(app_env._execute(job, "session-b", None))[-1]
+    runner = make_runner(tmp_path, untrained_predictor, loop=cut_off)
+    runner.gpu_seconds = lambda job: 30
+    finished = list(runner.run(plan(CUPS, "the cup\nthe ball", frames=6), "session-b"))[-1]
     outputs = finished.outputs
     assert outputs.stopped and outputs.num_frames == 3 and outputs.frames_requested == 6
-    assert any("cut off after 3 of 6 frames" in w for w in outputs.warnings)
+    assert any("cut off after 3 of 6 frames: it used all the GPU time reserved for it (30 s)" in w
+               for w in outputs.warnings)  # fmt: skip
     assert [m.shape[0] for m in load_coco_rle_json(outputs.rle_json)] == [3, 3]
     assert len(outputs.prior_views) == 3 and all(p.is_file() for p in outputs.prior_views)
     assert outputs.overlay_video.stat().st_size > 0
     assert "cut off" in space.summary_text(outputs)
 
 
-def test_a_failure_before_any_frame_is_a_clear_error(app_env, monkeypatch):
-    def broken(job, out_dir, stop_flag):
-        raise RuntimeError("boom")
-        yield  # pragma: no cover
+def test_a_failure_before_any_frame_is_a_clear_error(untrained_predictor, tmp_path):
+    from mpgsam2 import space
 
-    monkeypatch.setattr(app_env, "segment_on_gpu", broken)
-    job = app_env._check(str(BEDROOM), "the girl", "test", 0, 0, 0, 2, 0.5)
-    with pytest.raises(app_env.gr.Error, match=r"The run failed \(RuntimeError\)"):
-        list(app_env._execute(job, "session-c", None))
+    def broken(job, frames_file, expressions, stop_flag):
+        raise RuntimeError("boom")
+
+    runner = make_runner(tmp_path, untrained_predictor, loop=broken)
+    with pytest.raises(space.RunError, match=r"The run stopped after 0 of 2 frames \(RuntimeError: boom\)"):
+        list(runner.run(plan(BEDROOM, "the girl", frames=2), "session-c"))
 
 
 def test_a_failure_part_way_python_api(untrained_predictor, tmp_path):
@@ -536,22 +547,19 @@ def test_a_failure_part_way_python_api(untrained_predictor, tmp_path):
 # Model choice, sessions and concurrency
 
 
-def test_mevis_runs_in_24_frame_clips(app_env):
-    job = app_env._check(str(BEDROOM), "the girl", "mevis", 0, 0, 0, 3, 0.5)
-    assert job.options.clip_length == 24
-    assert app_env._check(str(BEDROOM), "the girl", "ytvos", 0, 0, 0, 3, 0.5).options.clip_length is None
+def test_mevis_runs_in_24_frame_clips():
+    assert plan(BEDROOM, "the girl", "mevis").options.clip_length == 24
+    assert plan(BEDROOM, "the girl", "ytvos").options.clip_length is None
 
 
-def test_concurrent_runs_never_mix_outputs(app_env):
-    jobs = {
-        "left": app_env._check(str(BEDROOM), "the girl", "test", 0, 0, 0, 3, 0.5),
-        "right": app_env._check(str(CUPS), "the cup\nthe ball", "test", 0, 0, 0, 4, 0.5),
-    }
+def test_concurrent_runs_never_mix_outputs(untrained_predictor, tmp_path):
+    runner = make_runner(tmp_path, untrained_predictor)
+    jobs = {"left": plan(BEDROOM, "the girl", frames=3), "right": plan(CUPS, "the cup\nthe ball", frames=4)}
     results, errors = {}, []
 
     def work(name):
         try:
-            results[name] = list(app_env._execute(jobs[name], f"session-{name}", None))[-1].outputs
+            results[name] = list(runner.run(jobs[name], f"session-{name}"))[-1].outputs
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -569,8 +577,8 @@ def test_concurrent_runs_never_mix_outputs(app_env):
     assert [m.shape for m in load_coco_rle_json(right.rle_json)] == [(4, 360, 640)] * 2
     # Ending the sessions removes their folders.
     for name in jobs:
-        app_env.SESSIONS.remove(f"session-{name}")
-    assert app_env.SESSIONS.sessions() == []
+        runner.folders.remove(f"session-{name}")
+    assert runner.folders.sessions() == []
 
 
 def test_stop_keeps_the_frames_done(untrained_predictor, tmp_path):

@@ -27,9 +27,9 @@ from mpgsam2.render import (
     draw_legend,
     overlay_frame,
     overlay_video_frames,
-    presence_timeline_png,
     prior_view,
 )
+from mpgsam2.timeline import presence_timeline_png
 from mpgsam2.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,9 +142,9 @@ def test_legend_draws_colours_and_text_in_a_corner(clip):
 
 
 def test_labels_are_cleaned_and_truncated():
-    assert render._clean_label("a\nb\tc") == "a b c"
+    assert render.clean_label("a\nb\tc") == "a b c"
     long = "x" * 100
-    assert len(render._clean_label(long)) == 40 and render._clean_label(long).endswith("...")
+    assert len(render.clean_label(long)) == 40 and render.clean_label(long).endswith("...")
 
 
 def test_overlay_video_frames_one_expression_is_blue_without_legend(clip):

@@ -42,12 +42,12 @@ def test_sequential_runs_leave_no_files_and_no_memory_growth(tmp_path, monkeypat
     finally:
         sys.path.remove(str(ROOT))
     from mpgsam2 import space
-    from mpgsam2.predictor import VideoPredictor
+    from mpgsam2.inference.predictor import VideoPredictor
 
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
-    sessions = space.SessionFolders(tmp_path / "sessions")
+    sessions = space.RunFolders(tmp_path / "sessions")
     predictor = VideoPredictor.from_pretrained("test", device="cpu")
     store = space.ModelStore(lambda source, device=None: predictor)
     monkeypatch.setattr(app, "MODELS", store)

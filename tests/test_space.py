@@ -16,14 +16,8 @@ import pytest
 
 from mpgsam2 import space
 from mpgsam2.export import load_coco_rle_json, load_palette_zip
-from mpgsam2.pipeline import (
-    FrameDone,
-    SegmentOptions,
-    SegmentOutputs,
-    _absent_spans,
-    iter_segment_video,
-    segment_video,
-)
+from mpgsam2.pipeline import FrameDone, SegmentOptions, SegmentOutputs, iter_segment_video, segment_video
+from mpgsam2.pipeline.outputs import absent_spans
 from mpgsam2.video_io import ffprobe_summary, read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +161,8 @@ def test_an_unreadable_upload_is_refused_without_echoing_its_name(tmp_path):
     with pytest.raises(space.InputError) as caught:
         space.plan_job(str(upload), "the dog", "test")
     message = caught.value.problems["video"]
-    assert message.startswith("The uploaded file looks truncated or corrupt")
+    # A text file named .mp4 is not a video, whatever ffmpeg's mp4 reader says of it ("moov atom not found").
+    assert message.startswith("Could not read the uploaded file as a video: it is not a video file.")
     assert "<img" not in message and str(tmp_path) not in message
 
 
@@ -238,13 +233,16 @@ def test_cost_model_parts():
 
 
 def test_timing_log_moves_the_estimate_towards_measured_runs():
+    """Measured model loops scale the model's part of the estimate; the outputs' part stays."""
     timings = space.TimingLog()
     job = _job(40, 2, model="test", size=(640, 360))
-    base = space.estimate_seconds(job, "cpu")
+    base = space.model_seconds(job, "cpu")
+    outputs = space.estimate_seconds(job, "cpu") - base
     timings.record("cpu", job, 40, 4 * base)
-    assert space.estimate_seconds(job, "cpu", timings) == pytest.approx(4 * base)
+    assert space.model_seconds(job, "cpu", timings) == pytest.approx(4 * base)
+    assert space.estimate_seconds(job, "cpu", timings) == pytest.approx(4 * base + outputs)
     timings.record("cpu", job, 40, base)
-    assert space.estimate_seconds(job, "cpu", timings) == pytest.approx(2 * base)
+    assert space.model_seconds(job, "cpu", timings) == pytest.approx(2 * base)
     assert timings.runs("cpu", "test") == 2 and timings.runs("cuda", "test") == 0
     assert space.estimate_seconds(job, "cuda", timings) == space.estimate_seconds(job, "cuda")
     timings.record("cpu", job, 0, 5.0)  # nothing measured: ignored
@@ -260,7 +258,7 @@ def test_estimate_line():
     line = space.estimate_line(str(CUPS), "a\nb", "test", 0, 0, 0, 12, **kwargs)
     assert line.startswith("12 frames x 2 expressions = 24 frame-expressions at 640x360; about ")
     assert "on the CPU (a first guess until a run is measured)." in line
-    on_zero = space.estimate_line(str(CUPS), "a", "ytvos", max_frames=30, max_gpu_seconds=300, **kwargs)
+    on_zero = space.estimate_line(str(CUPS), "a", "ytvos", max_frames=10, max_gpu_seconds=300, **kwargs)
     assert on_zero.endswith(f"ZeroGPU reserves {space.MIN_GPU_SECONDS} s for it.")
     problems = space.estimate_line(str(CUPS), "a", "test", 5, 0, 0, 12, **kwargs)
     assert problems.startswith("To change before running: The trim window holds no frame")
@@ -272,7 +270,7 @@ def test_estimate_line():
 
 
 def test_sessions_get_separate_folders_named_by_digest(tmp_path):
-    sessions = space.SessionFolders(tmp_path)
+    sessions = space.RunFolders(tmp_path)
     with sessions.run("alice") as a, sessions.run("../../bob") as b:
         assert a.parent != b.parent and a.parent.parent == b.parent.parent == tmp_path
         assert all(len(p.parent.name) == 32 for p in (a, b))
@@ -284,7 +282,7 @@ def test_sessions_get_separate_folders_named_by_digest(tmp_path):
 
 
 def test_new_runs_prune_finished_ones_but_never_a_running_one(tmp_path):
-    sessions = space.SessionFolders(tmp_path, keep_runs=2)
+    sessions = space.RunFolders(tmp_path, keep_runs=2)
     finished = []
     for _ in range(3):
         with sessions.run("s") as run_dir:
@@ -298,7 +296,7 @@ def test_new_runs_prune_finished_ones_but_never_a_running_one(tmp_path):
 
 
 def test_an_ended_session_is_removed_after_its_running_job(tmp_path):
-    sessions = space.SessionFolders(tmp_path)
+    sessions = space.RunFolders(tmp_path)
     with sessions.run("s") as run_dir:
         assert sessions.remove("s") is False  # a heartbeat drop in the middle of a run
         assert run_dir.exists()
@@ -313,7 +311,7 @@ def test_an_ended_session_is_removed_after_its_running_job(tmp_path):
 
 
 def test_stop_flag(tmp_path):
-    sessions = space.SessionFolders(tmp_path)
+    sessions = space.RunFolders(tmp_path)
     assert sessions.request_stop("s") is False  # nothing running
     with sessions.run("s"):
         assert sessions.request_stop("s") is True
@@ -323,7 +321,7 @@ def test_stop_flag(tmp_path):
 
 
 def test_sweep_removes_idle_sessions_only(tmp_path):
-    sessions = space.SessionFolders(tmp_path, max_idle_s=60)
+    sessions = space.RunFolders(tmp_path, max_idle_s=60)
     (tmp_path / "examples").mkdir()  # not a session folder
     with sessions.run("old"):
         pass
@@ -339,7 +337,7 @@ def test_sweep_removes_idle_sessions_only(tmp_path):
 
 
 def test_a_root_made_here_is_removed_on_close():
-    sessions = space.SessionFolders()
+    sessions = space.RunFolders()
     with sessions.run("s") as run_dir:
         assert run_dir.is_dir()
     sessions.close()
@@ -439,7 +437,7 @@ def test_frames_stream_in_and_a_stopped_run_keeps_the_frames_done(untrained_pred
         should_stop=lambda: len(events) >= 3,
     ):
         if isinstance(event, FrameDone):
-            assert event.prior_view.is_file()  # written before it is announced
+            assert event.frame_view.is_file()  # written before it is announced
         events.append(event)
     frames, outputs = events[:-1], events[-1]
     assert [e.done for e in frames] == [1, 2, 3] and all(e.total == 8 for e in frames)
@@ -496,11 +494,11 @@ def test_segment_video_reports_progress_and_runs_to_the_end(untrained_predictor,
     assert space.download_files(outputs)[0].endswith("mpgsam2_results.zip")
 
 
-def test_absent_spans():
+def testabsent_spans():
     stamps = np.arange(8) / 4.0
     visible = np.array([False, True, True, False, False, True, False, False])
-    assert _absent_spans(visible, stamps, 4.0) == ((0.0, 0.25), (0.75, 1.25), (1.5, 2.0))
-    assert _absent_spans(np.ones(3, bool), stamps[:3], 4.0) == ()
+    assert absent_spans(visible, stamps, 4.0) == ((0.0, 0.25), (0.75, 1.25), (1.5, 2.0))
+    assert absent_spans(np.ones(3, bool), stamps[:3], 4.0) == ()
 
 
 def _summary(expression: str, frames_with_mask: int, spans=()) -> object:

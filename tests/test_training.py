@@ -20,17 +20,17 @@ import torch.nn.functional as F
 from official import read_manifest
 
 from mpgsam2 import VideoPredictor, build_model, get_config, load_model, load_tokenizer
-from mpgsam2.checkpoint import OFFICIAL_TO_OURS, from_official, read_weights
-from mpgsam2.config import AggregatorConfig, MaskPriorConfig
-from mpgsam2.data import (
+from mpgsam2.checkpoints import OFFICIAL_TO_OURS, from_official, read_weights, save_pretrained
+from mpgsam2.datasets import (
     ClipTransform,
     DatasetSpec,
     build_dataset,
     write_synthetic_refcoco,
     write_synthetic_videos,
 )
-from mpgsam2.predictor import TEST_TOKENIZER
-from mpgsam2.sam2_adapter import decode_masks
+from mpgsam2.modeling.config import AggregatorConfig, MaskPriorConfig
+from mpgsam2.modeling.sam2_adapter import decode_masks
+from mpgsam2.tokenizer import TEST_TOKENIZER
 from mpgsam2.training import (
     TrainConfig,
     TrainingForward,
@@ -42,10 +42,8 @@ from mpgsam2.training import (
     image_forward,
     is_fast_parameter,
     load_config,
-    load_trained_model,
     parameter_groups,
     prepare_for_training,
-    save_model,
     set_dropout,
     train,
     video_forward,
@@ -252,8 +250,8 @@ def test_every_switch_builds_trains_saves_and_loads(switches, clips, tmp_path, t
     dense = switches.get("dense_prompt", True)
     if switches and not stacked and dense:
         return  # saving and loading: the released layout, stacked layers and the prior switch below
-    folder = save_model(model, tmp_path / "saved", TEST_TOKENIZER)
-    loaded = load_trained_model(folder, "cpu")
+    folder = save_pretrained(model, tmp_path / "saved", TEST_TOKENIZER)
+    loaded = load_model(folder, "cpu")
     assert loaded.config == model.config
     for name, tensor in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)

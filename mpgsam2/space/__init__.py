@@ -3,8 +3,9 @@ duration, per-session folders, the model store and the plain-text result summari
 
 ``app.py`` only wires these into Gradio. Nothing here imports gradio, so all of it is tested without a
 browser or a server (``tests/test_space.py``). Modules: :mod:`.limits` (limits and names),
-:mod:`.inputs` (checks), :mod:`.estimates` (time and ZeroGPU duration), :mod:`.sessions` (folders),
-:mod:`.models` (the model store), :mod:`.results` (summaries); everything is re-exported here.
+:mod:`.inputs` (checks), :mod:`.estimates` (time and ZeroGPU duration), :mod:`.run_folders` (per-session
+folders), :mod:`.model_store` (the model store), :mod:`.summaries` (result texts); everything is re-exported
+here.
 
 The flow of one run:
 
@@ -15,15 +16,18 @@ The flow of one run:
 2. :func:`estimate_seconds` predicts the run time on this device from a :class:`CostModel`, refined by
    :class:`TimingLog` after each real run; :func:`gpu_duration` turns the CUDA estimate into the seconds that
    ``@spaces.GPU(duration=...)`` reserves on ZeroGPU.
-3. :class:`SessionFolders` gives each browser session (or API client) its own temporary folder, a fresh
+3. :class:`RunFolders` gives each browser session (or API client) its own temporary folder, a fresh
    sub-folder per run and a stop flag, and removes them when the session ends or goes idle.
 4. :class:`ModelStore` loads each model once per process and remembers why one could not be loaded.
+5. :class:`Runner` runs a job: the video decoded in the app's process, the model's loop on the device
+   (:func:`device_loop`, a forked worker on ZeroGPU), the frame views and outputs written as frames arrive;
+   every failure becomes results for the frames done plus a sentence, or one :class:`RunError`.
 """
 
 from __future__ import annotations
 
 from ..video_io import VideoReadError
-from . import estimates, inputs, limits, models, results, sessions
+from . import estimates, inputs, limits, model_store, run_folders, runner, summaries
 from .estimates import (
     COST_MODELS,
     CostModel,
@@ -36,6 +40,7 @@ from .estimates import (
     gpu_duration,
     gpu_seconds_needed,
     max_frames_within,
+    model_seconds,
 )
 from .inputs import (
     InputError,
@@ -69,9 +74,10 @@ from .limits import (
     on_zero_gpu,
     preset_for,
 )
-from .models import ModelStore, model_notice
-from .results import download_files, result_json, summary_text
-from .sessions import SessionFolders
+from .model_store import ModelStore, ModelUnavailable, model_notice
+from .run_folders import RunFolders
+from .runner import Finished, LoopFailure, RunError, Runner, device_loop
+from .summaries import download_files, result_json, summary_text
 
 __all__ = [
     "COLOR_NAMES",
@@ -90,15 +96,21 @@ __all__ = [
     "MODEL_VARIANTS",
     "TEST_MODEL",
     "CostModel",
+    "Finished",
+    "LoopFailure",
+    "ModelUnavailable",
     "InputError",
     "Job",
     "ModelStore",
-    "SessionFolders",
+    "RunError",
+    "RunFolders",
+    "Runner",
     "TimingLog",
     "VideoReadError",
     "color_name",
     "cost_model",
     "describe_estimate",
+    "device_loop",
     "download_files",
     "estimate_frames",
     "estimate_line",
@@ -113,7 +125,8 @@ __all__ = [
     "max_frames_within",
     "model_choices",
     "model_notice",
-    "models",
+    "model_seconds",
+    "model_store",
     "on_spaces",
     "on_zero_gpu",
     "parse_expressions",
@@ -121,9 +134,10 @@ __all__ = [
     "preset_for",
     "probe",
     "result_json",
-    "results",
     "segment_options",
-    "sessions",
+    "run_folders",
+    "runner",
+    "summaries",
     "summary_text",
     "without_paths",
 ]

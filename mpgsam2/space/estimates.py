@@ -11,7 +11,7 @@ import math
 import threading
 from dataclasses import dataclass, replace
 
-from ..pipeline import SegmentOptions
+from ..pipeline.clips import SegmentOptions
 from .limits import (
     GPU_SAFETY_FACTOR,
     GPU_STARTUP_SECONDS,
@@ -52,23 +52,26 @@ class Job:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds of one run: a fixed part, a part per frame (SAM 2's image encoder, shared by all expressions),
-    a part per frame and expression (BEiT-3, the mask prior, tracking) and the drawing and exporting, which
-    grows with the frame's pixels times (expressions + 1)."""
+    """Seconds of one run. The model's loop (on the GPU, on ZeroGPU): a fixed part, a part per frame (SAM 2's
+    image encoder, shared by all expressions) and a part per frame and expression (BEiT-3, the mask prior,
+    tracking). The outputs (in the app's process): drawing and exporting, which grows with the frame's pixels
+    times (expressions + 1)."""
 
     setup_s: float
     per_frame_s: float
     per_frame_expression_s: float
     per_frame_megapixel_s: float
 
+    def model_seconds(self, frames: int, expressions: int) -> float:
+        return self.setup_s + frames * (self.per_frame_s + self.per_frame_expression_s * expressions)
+
+    def output_seconds(self, frames: int, expressions: int, width: int, height: int) -> float:
+        return frames * self.per_frame_megapixel_s * width * height / 1e6 * (expressions + 1)
+
     def seconds(self, frames: int, expressions: int, width: int, height: int) -> float:
-        megapixels = width * height / 1e6
-        per_frame = (
-            self.per_frame_s
-            + self.per_frame_expression_s * expressions
-            + self.per_frame_megapixel_s * megapixels * (expressions + 1)
+        return self.model_seconds(frames, expressions) + self.output_seconds(
+            frames, expressions, width, height
         )
-        return self.setup_s + frames * per_frame
 
 
 #: Starting points per (device kind, preset), refined by :class:`TimingLog` once runs are measured.
@@ -97,7 +100,7 @@ def cost_model(device_kind: str, preset: str) -> CostModel:
 
 
 class TimingLog:
-    """Measured speed per (device kind, preset), as a factor on the :class:`CostModel` estimate.
+    """Measured speed of the model's loop per (device kind, preset), as a factor on the :class:`CostModel`.
 
     Each finished run moves the factor halfway (geometrically) towards measured / estimated, so the estimate
     follows this machine (and its load) after one or two runs. Thread-safe; kept per process.
@@ -117,12 +120,10 @@ class TimingLog:
             return self._runs.get((device_kind, preset), 0)
 
     def record(self, device_kind: str, job: Job, frames: int, seconds: float) -> None:
-        """Record that ``frames`` frames of ``job`` took ``seconds`` on ``device_kind``."""
+        """Record that the model's loop took ``seconds`` for ``frames`` frames of ``job`` on ``device_kind``."""
         if frames < 1 or seconds <= 0:
             return
-        base = cost_model(device_kind, job.preset).seconds(
-            frames, len(job.expressions), job.width, job.height
-        )
+        base = cost_model(device_kind, job.preset).model_seconds(frames, len(job.expressions))
         ratio = min(100.0, max(0.01, seconds / base))
         key = (device_kind, job.preset)
         with self._lock:
@@ -131,17 +132,24 @@ class TimingLog:
             self._runs[key] = self._runs.get(key, 0) + 1
 
 
-def estimate_seconds(job: Job, device_kind: str, timings: TimingLog | None = None) -> float:
-    """Expected seconds for ``job`` on ``device_kind`` ("cuda", "mps" or "cpu")."""
-    base = cost_model(device_kind, job.preset).seconds(
-        job.frames, len(job.expressions), job.width, job.height
-    )
+def model_seconds(job: Job, device_kind: str, timings: TimingLog | None = None) -> float:
+    """Expected seconds of ``job``'s model loop on ``device_kind`` ("cuda", "mps" or "cpu")."""
+    base = cost_model(device_kind, job.preset).model_seconds(job.frames, len(job.expressions))
     return base * (timings.factor(device_kind, job.preset) if timings is not None else 1.0)
 
 
+def estimate_seconds(job: Job, device_kind: str, timings: TimingLog | None = None) -> float:
+    """Expected seconds of the whole run of ``job`` on ``device_kind``: the model's loop and the outputs."""
+    outputs = cost_model(device_kind, job.preset).output_seconds(
+        job.frames, len(job.expressions), job.width, job.height
+    )
+    return model_seconds(job, device_kind, timings) + outputs
+
+
 def gpu_seconds_needed(job: Job, timings: TimingLog | None = None) -> float:
-    """The GPU reservation ``job`` deserves, before clamping to the allowed range."""
-    return GPU_SAFETY_FACTOR * estimate_seconds(job, "cuda", timings) + GPU_STARTUP_SECONDS
+    """The GPU reservation ``job`` deserves, before clamping to the allowed range: its model loop only (the
+    video is decoded before the GPU call, and the outputs are written outside it)."""
+    return GPU_SAFETY_FACTOR * model_seconds(job, "cuda", timings) + GPU_STARTUP_SECONDS
 
 
 def gpu_duration(job: Job, timings: TimingLog | None = None, max_seconds: float = MAX_GPU_SECONDS) -> int:

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline import SegmentOptions, too_long_message, window_seconds
+from ..datasets.layouts import default_clip_length
+from ..expressions import ExpressionError, clean_expressions
+from ..pipeline.clips import ClipTooLongError, SegmentOptions, check_duration
 from ..video_io import VideoInfo, VideoReadError, fit_within, probe_video
 from . import limits
 from .estimates import (
@@ -57,29 +59,16 @@ def without_paths(message: str, path: str | os.PathLike | None) -> str:
 
 
 def parse_expressions(text: str | Sequence[str] | None) -> list[str]:
-    """Expressions from a text box (one per line) or a list: stripped, blank lines dropped.
+    """Expressions from a text box (one per line) or a list, by the library's one rule
+    (:func:`mpgsam2.expressions.clean_expressions`), within the app's own limits.
 
     Raises:
         InputError: none given, more than :data:`MAX_EXPRESSIONS`, one too long, or one repeated.
     """
-    if text is None:
-        lines: Sequence[str] = []
-    elif isinstance(text, str):
-        lines = text.splitlines()
-    else:
-        lines = [str(item) for item in text]
-    # Control characters (tabs, stray carriage returns) become spaces, runs of spaces one space.
-    cleaned = [" ".join("".join(ch if ch.isprintable() else " " for ch in line).split()) for line in lines]
-    expressions = [line for line in cleaned if line]
-    if not expressions:
-        raise InputError({"expressions": "Type at least one expression, e.g. 'the dog on the left'."})
-    if len(expressions) > MAX_EXPRESSIONS:
-        raise InputError(
-            {
-                "expressions": f"{len(expressions)} expressions given; at most {MAX_EXPRESSIONS} run at once. "
-                "Remove some lines."
-            }
-        )
+    try:
+        expressions = clean_expressions(text, max_count=MAX_EXPRESSIONS)
+    except ExpressionError as error:
+        raise InputError({"expressions": str(error)}) from None
     for number, expression in enumerate(expressions, 1):
         if len(expression) > MAX_EXPRESSION_CHARS:
             raise InputError(
@@ -88,16 +77,6 @@ def parse_expressions(text: str | Sequence[str] | None) -> list[str]:
                     f"at most {MAX_EXPRESSION_CHARS}."
                 }
             )
-    seen: dict[str, int] = {}
-    for number, expression in enumerate(expressions, 1):
-        if expression.lower() in seen:
-            raise InputError(
-                {
-                    "expressions": f"Expression {number} repeats expression {seen[expression.lower()]}; "
-                    "remove the repeated line."
-                }
-            )
-        seen[expression.lower()] = number
     return expressions
 
 
@@ -267,13 +246,12 @@ def plan_job(
         raise InputError(problems or {"video": "Upload a video first."})
 
     frames = estimate_frames(info, options)  # raises InputError for an empty trim window
-    if options.max_duration_s is not None:
-        window = window_seconds(info.duration_s, options.start_s, options.end_s)
-        if window > options.max_duration_s + 1e-6:
-            whole = options.start_s is None and options.end_s is None
-            raise InputError({"end_s": too_long_message(window, options.max_duration_s, whole)})
+    try:
+        check_duration(info.duration_s, options)
+    except ClipTooLongError as error:
+        raise InputError({"end_s": str(error)}) from None
     if model == "mevis":
-        options = replace(options, clip_length=limits.MEVIS_CLIP_LENGTH)
+        options = replace(options, clip_length=default_clip_length("mevis"))
     width, height = fit_within(info.width, info.height, options.max_side)
     job = Job(
         video=str(video),

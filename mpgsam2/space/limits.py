@@ -25,12 +25,13 @@ MEMORY_BUDGET_BYTES = 6 * 1024**3
 MAX_CLIP_SECONDS = float(os.environ.get("MPGSAM2_MAX_CLIP_SECONDS", "120"))
 #: Frames whose longer side exceeds this are downscaled while decoding (8K clips).
 MAX_SIDE = int(os.environ.get("MPGSAM2_MAX_SIDE", "1920"))
-#: The mevis model runs in independent clips of this many frames, as the official MeViS inference does.
-MEVIS_CLIP_LENGTH = 24
 
 #: ZeroGPU reservations, in seconds: at least this much, and never more (longer runs are refused up front).
-MIN_GPU_SECONDS = 30
-MAX_GPU_SECONDS = int(os.environ.get("MPGSAM2_MAX_GPU_SECONDS", "300"))
+#: ZeroGPU refuses a reservation longer than it allows the visitor (about 300 s logged in, less for
+#: anonymous visitors, whose daily quota is a few minutes in all): 120 s fits both, and shorter reservations
+#: get a better place in ZeroGPU's queue.
+MIN_GPU_SECONDS = 20
+MAX_GPU_SECONDS = int(os.environ.get("MPGSAM2_MAX_GPU_SECONDS", "120"))
 #: The reservation covers the CUDA estimate times this margin, plus a fixed start-up allowance.
 GPU_SAFETY_FACTOR = 1.5
 GPU_STARTUP_SECONDS = 10.0
@@ -77,10 +78,18 @@ def preset_for(model: str) -> str:
     return MODEL_PRESETS.get(model, "large")
 
 
-def model_choices(default: str) -> list[str]:
-    """The models the app offers, ``default`` first: it and the released variants (so the untrained test
-    model, or a custom checkpoint, is offered only when the app was started with it)."""
-    return [default, *(name for name in MODEL_VARIANTS if name != default)]
+def offered_variants(env: Mapping[str, str] = os.environ) -> tuple[str, ...]:
+    """The released variants the app offers: ``MPGSAM2_MODELS`` (comma-separated), by default all three. On
+    ZeroGPU each one offered is loaded at start-up and moved to every GPU worker it starts."""
+    names = [name.strip() for name in env.get("MPGSAM2_MODELS", ",".join(MODEL_VARIANTS)).split(",")]
+    return tuple(name for name in names if name in MODEL_VARIANTS)
+
+
+def model_choices(default: str, offered: tuple[str, ...] | None = None) -> list[str]:
+    """The models the app offers, ``default`` first: it and the offered released variants (so the untrained
+    test model, or a custom checkpoint, is offered only when the app was started with it)."""
+    offered = offered_variants() if offered is None else offered
+    return [default, *(name for name in offered if name != default)]
 
 
 def examples_cache_name(model: str) -> str:

@@ -10,7 +10,7 @@
 * :func:`image_forward` - the official single-image path of RefCOCO pre-training (no memory, the single-mask
   output token, no object-score gating, no historical fusion, no "no point" prompt tokens).
 * :class:`TrainingForward` - an ``nn.Module`` computing the official losses of a batch of clips
-  (:mod:`mpgsam2.losses`), so that ``DistributedDataParallel`` can wrap it.
+  (:mod:`.losses`), so that ``DistributedDataParallel`` can wrap it.
 * :func:`prepare_for_training` - frozen image encoder, train mode, the official dropout (0.1 in the fusion
   layers, the prior generator's joint attention layer and SAM 2's memory attention), optional gradient
   checkpointing.
@@ -23,24 +23,8 @@ Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NC
 
 from __future__ import annotations
 
-# ``name as name``: public names of the former single module that are not in ``__all__``, still importable.
-from .checkpoints import LAST_CHECKPOINT_FILE as LAST_CHECKPOINT_FILE
-from .checkpoints import STATE_FILE as STATE_FILE
-from .checkpoints import TOKENIZER_FILE as TOKENIZER_FILE
-from .checkpoints import (
-    last_checkpoint,
-    load_trained_model,
-    resolve_model_source,
-    save_checkpoint,
-    save_model,
-)
-from .cli import TRAIN_DESCRIPTION as TRAIN_DESCRIPTION
-from .cli import TRAIN_HELP as TRAIN_HELP
 from .cli import add_train_parser, main
-from .cli import run_train_command as run_train_command
-from .config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
 from .distributed import DistributedContext, init_distributed, wrap_distributed
-from .distributed import ResumableSampler as ResumableSampler
 from .evaluate import evaluate_model
 from .forward import (
     ClipOutput,
@@ -53,18 +37,11 @@ from .forward import (
     video_forward,
 )
 from .loop import train
-from .models import TEST_TOKENIZER as TEST_TOKENIZER
-from .models import build_training_model
-from .optim import FAST_LR_PREFIXES, build_optimizer, parameter_groups
-from .optim import is_fast_parameter as is_fast_parameter
-from .prepare import FROZEN_PREFIX as FROZEN_PREFIX
-from .prepare import OFFICIAL_DROPOUT as OFFICIAL_DROPOUT
-from .prepare import (
-    enable_gradient_checkpointing,
-    freeze_image_encoder,
-    prepare_for_training,
-    set_dropout,
-)
+from .model_init import build_training_model
+from .optim import FAST_LR_PREFIXES, build_optimizer, is_fast_parameter, parameter_groups
+from .prepare import enable_gradient_checkpointing, freeze_image_encoder, prepare_for_training, set_dropout
+from .resume import last_checkpoint, save_checkpoint
+from .run_config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
 
 __all__ = [
     "FAST_LR_PREFIXES",
@@ -88,15 +65,13 @@ __all__ = [
     "freeze_image_encoder",
     "image_forward",
     "init_distributed",
+    "is_fast_parameter",
     "last_checkpoint",
     "load_config",
-    "load_trained_model",
     "main",
-    "resolve_model_source",
     "parameter_groups",
     "prepare_for_training",
     "save_checkpoint",
-    "save_model",
     "set_dropout",
     "train",
     "video_forward",

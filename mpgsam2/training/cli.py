@@ -10,12 +10,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..checkpoints import load_model, resolve_source
 from ..tokenizer import load_tokenizer
-from .checkpoints import last_checkpoint, load_trained_model, resolve_model_source
-from .config import load_config
 from .evaluate import evaluate_model
 from .loop import train
-from .models import _find_tokenizer_file
+from .model_init import find_tokenizer_file
+from .resume import last_checkpoint
+from .run_config import load_config
 
 
 def run_train_command(args: argparse.Namespace) -> int:
@@ -32,9 +33,9 @@ def run_train_command(args: argparse.Namespace) -> int:
         source = args.checkpoint or last_checkpoint(config.output_dir)
         if source is None:
             raise FileNotFoundError(f"No checkpoint in {config.output_dir}; pass --checkpoint.")
-        source = resolve_model_source(source)
-        model = load_trained_model(source, config.schedule.device)
-        tokenizer = load_tokenizer(_find_tokenizer_file(config.model.tokenizer or source))
+        source = resolve_source(source)
+        model = load_model(source, config.schedule.device)
+        tokenizer = load_tokenizer(find_tokenizer_file(config.model.tokenizer or source))
         out = Path(args.eval_dir) if args.eval_dir else Path(source) / "eval"
         report = evaluate_model(
             model, tokenizer, config.eval_data, out, config.schedule.device, config.schedule.precision

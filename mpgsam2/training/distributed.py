@@ -76,12 +76,12 @@ class ResumableSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
-def _barrier(context: DistributedContext) -> None:
+def barrier(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.barrier()
 
 
-def _mean_over_processes(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
+def mean_over_processes(values: dict[str, float], context: DistributedContext) -> dict[str, float]:
     if not context.enabled:
         return values
     names = sorted(values)

@@ -6,22 +6,18 @@ import csv
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data import DatasetSpec, build_eval_set
-from ..model import MPGSAM2
+from ..datasets import DatasetSpec, build_eval_set
+from ..modeling.model import MPGSAM2
 from ..tokenizer import ExpressionTokenizer
+from ..video_io.sequences import natural_key
 
 logger = logging.getLogger(__name__)
-
-
-def _natural(name: str) -> list:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def evaluate_model(
@@ -43,24 +39,25 @@ def evaluate_model(
     ``out_dir`` and, with ``write_masks``, the predicted masks in the benchmark's submission layout under
     ``out_dir/predictions`` (the layout ``python -m mpgsam2 infer-dataset`` writes).
     """
-    from .. import datasets
+    from ..datasets import write_davis_annotators, write_expression_masks
+    from ..datasets.layouts import default_clip_length
+    from ..inference.predictor import VideoPredictor
     from ..metrics import evaluate_sequences
-    from ..predictor import VideoPredictor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = build_eval_set(spec)
     predictor = VideoPredictor(model, tokenizer, device=device, precision=precision)
-    clip_length = spec.clip_length or (24 if spec.format == "mevis" else None)
+    clip_length = spec.clip_length or default_clip_length(spec.format)
     videos: dict[str, dict] = {}
     all_j: list[float] = []
     all_f: list[float] = []
     start = time.time()
     for item in dataset.iter_eval_videos():
         frames = item.load_frames()
-        exp_ids = sorted(item.expressions, key=_natural)
+        exp_ids = sorted(item.expressions, key=natural_key)
         texts = [item.expressions[e]["exp"] for e in exp_ids]
-        results = predictor.segment(frames, texts, clip_length=clip_length)
+        results = predictor.segment_each(frames, texts, clip_length)
         scores: dict[str, dict] = {}
         for exp_id, text, result in zip(exp_ids, texts, results):
             measured = evaluate_sequences(result.masks, item.ground_truth(exp_id))
@@ -73,17 +70,14 @@ def evaluate_model(
             all_j.append(measured["J"])
             all_f.append(measured["F"])
         if write_masks:
-            listing = datasets.VideoExpressions(
-                item.video, item.frame_names, item.frame_dir, item.expressions
-            )
             folder = out_dir / "predictions"
             probabilities = {e: 1 / (1 + np.exp(-r.logits)) for e, r in zip(exp_ids, results)}
             if spec.format == "davis":
-                datasets.write_davis_annotators(folder, listing, probabilities)
+                write_davis_annotators(folder, item, probabilities)
             else:
                 for exp_id, result in zip(exp_ids, results):
-                    datasets.write_expression_masks(
-                        folder, spec.format, listing, exp_id, result.masks, probabilities[exp_id]
+                    write_expression_masks(
+                        folder, spec.format, item, exp_id, result.masks, probabilities[exp_id]
                     )
         j = float(np.mean([s["J"] for s in scores.values()]))
         f = float(np.mean([s["F"] for s in scores.values()]))

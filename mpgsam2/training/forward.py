@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..data import TrainingClip
+from ..datasets import TrainingClip
 from ..devices import autocast, parse_dtype
-from ..losses import OFFICIAL_WEIGHTS, LossWeights, clip_losses, count_visible_frames
-from ..model import MPGSAM2
-from ..sam2_adapter import FrameFeatures, decode_masks
+from ..modeling.model import MPGSAM2
+from ..modeling.sam2_adapter import FrameFeatures, decode_masks
+from .losses import OFFICIAL_WEIGHTS, LossWeights, clip_losses, count_visible_frames
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def decode_all_masks(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """SAM 2's mask decoder with all four mask tokens, the single-mask token 0 included.
 
-    The same computation as :func:`mpgsam2.sam2_adapter.decode_masks` (which keeps only the multimask
+    The same computation as :func:`mpgsam2.modeling.sam2_adapter.decode_masks` (which keeps only the multimask
     tokens 1-3 that tracking uses); the official pre-training path needs token 0.
 
     Args:
@@ -208,7 +208,7 @@ class TrainingForward(nn.Module):
         self.checkpoint_frames = checkpoint_frames
 
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
-        """clips: on the model's device. Returns the losses (see :func:`mpgsam2.losses.clip_losses`)."""
+        """clips: on the model's device. Returns the losses (see :func:`mpgsam2.training.losses.clip_losses`)."""
         with autocast(self.model.device, self.precision):
             outputs = [clip_forward(self.model, clip, self.checkpoint_frames) for clip in clips]
         return clip_losses(

@@ -15,29 +15,29 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from ..data import ClipTransform, build_training_set, collate_clips
-from ..model import MPGSAM2
-from .checkpoints import (
-    _gather_rng_states,
-    _load_progress,
-    _prune_checkpoints,
-    last_checkpoint,
-    save_checkpoint,
-)
-from .config import TrainConfig
+from ..datasets import ClipTransform, build_training_set, collate_clips
+from ..modeling.model import MPGSAM2
 from .distributed import (
     DistributedContext,
     ResumableSampler,
-    _barrier,
-    _mean_over_processes,
+    barrier,
     init_distributed,
+    mean_over_processes,
     wrap_distributed,
 )
 from .evaluate import evaluate_model
 from .forward import TrainingForward, forward_backward
-from .models import build_training_model
+from .model_init import build_training_model
 from .optim import build_optimizer
 from .prepare import prepare_for_training
+from .resume import (
+    gather_rng_states,
+    last_checkpoint,
+    load_progress,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .run_config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         progress = {"step": 0, "epoch": 0, "batch": 0}
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
         if source is not None:
-            progress = _load_progress(source, model, optimizer, context)
+            progress = load_progress(source, model, optimizer, context)
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
@@ -137,7 +137,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 history.append(values)
                 window.append(values)
                 if step % schedule.log_every == 0 or step == 1:
-                    mean = _mean_over_processes(
+                    mean = mean_over_processes(
                         {k: float(np.mean([w[k] for w in window])) for k in window[0]}, context
                     )
                     seconds = (time.time() - tick) / len(window)
@@ -205,10 +205,10 @@ def _save(
     context: DistributedContext,
 ) -> Path:
     folder = output_dir / f"checkpoint-{progress['step']}"
-    rng_states = _gather_rng_states(context)
+    rng_states = gather_rng_states(context)
     if context.is_main:
         save_checkpoint(folder, model, optimizer, progress, config, tokenizer_file, rng_states)
-        _prune_checkpoints(output_dir, config.schedule.keep_checkpoints)
+        prune_checkpoints(output_dir, config.schedule.keep_checkpoints)
         logger.info("Saved %s", folder)
-    _barrier(context)
+    barrier(context)
     return folder

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..model import MPGSAM2
+from ..modeling.model import MPGSAM2
 
 #: The only frozen part of the official training: SAM 2's Hiera trunk and FPN neck.
 FROZEN_PREFIX = "sam2.image_encoder."

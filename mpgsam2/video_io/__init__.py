@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .ffmpeg import ffmpeg_exe
 from .reading import probe_video, read_video
-from .selection import fit_within as fit_within  # public, though not in ``__all__``
+from .selection import fit_within
 from .types import (
     IMAGE_EXTENSIONS,
     IMAGE_SEQUENCE_FPS,
@@ -40,6 +40,7 @@ __all__ = [
     "VideoWriteError",
     "ffmpeg_exe",
     "ffprobe_summary",
+    "fit_within",
     "probe_video",
     "read_video",
     "write_video",

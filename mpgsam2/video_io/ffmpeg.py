@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-from .types import _SUPPORTED_HINT, IMAGE_SEQUENCE_FPS, VideoInfo, VideoReadError
+from .types import IMAGE_SEQUENCE_FPS, SUPPORTED_HINT, VideoInfo, VideoReadError
 
 logger = logging.getLogger(__name__)
 
 # Only these demuxers may open user files. Without the list, ffmpeg would happily "play" a .txt file through
 # its tty demuxer, and playlist demuxers (hls, concat) could make it read other local files or URLs.
-_DEMUXER_WHITELIST = ",".join(
+DEMUXER_WHITELIST = ",".join(
     [
         "mov,mp4,m4a,3gp,3g2,mj2",
         "matroska,webm",
@@ -51,24 +51,24 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def _ffmpeg_input_url(path: Path) -> str:
+def ffmpeg_input_url(path: Path) -> str:
     # The explicit file: protocol stops ffmpeg from treating names such as "http:..." or "concat:..." as URLs
     # and names starting with "-" as options.
     return "file:" + str(path.resolve())
 
 
-def _input_args(path: Path) -> list[str]:
+def input_args(path: Path) -> list[str]:
     return [
         "-format_whitelist",
-        _DEMUXER_WHITELIST,
+        DEMUXER_WHITELIST,
         "-protocol_whitelist",
         "file",
         "-i",
-        _ffmpeg_input_url(path),
+        ffmpeg_input_url(path),
     ]
 
 
-def _run_ffmpeg(args: Sequence[str], timeout_s: float = 120.0) -> subprocess.CompletedProcess[bytes]:
+def run_ffmpeg(args: Sequence[str], timeout_s: float = 120.0) -> subprocess.CompletedProcess[bytes]:
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
     logger.debug("running %s", " ".join(cmd))
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False)
@@ -103,7 +103,7 @@ def _parse_rate(text: str) -> float | None:
     return value if value > 0 else None
 
 
-def _snap_fps(fps: float) -> float:
+def snap_fps(fps: float) -> float:
     """Undo ffmpeg's two-decimal rounding of NTSC rates (29.97 -> 30000/1001)."""
     for rate in _NTSC_RATES:
         if abs(fps - float(rate)) < 0.006:
@@ -111,7 +111,7 @@ def _snap_fps(fps: float) -> float:
     return fps
 
 
-def _fps_fraction(fps: float) -> Fraction:
+def fps_fraction(fps: float) -> Fraction:
     """A rational frame rate for ffmpeg's -framerate (exact for NTSC rates)."""
     for rate in _NTSC_RATES:
         if abs(fps - float(rate)) < 1e-3:
@@ -143,7 +143,7 @@ class _Header:
 _STREAM_RE = re.compile(r"^\s*Stream #\d+:(\d+)\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
 
 
-def _parse_header(text: str) -> _Header:
+def parse_header(text: str) -> _Header:
     """Parse the stream summary that ``ffmpeg -i`` prints on stderr."""
     fmt = re.search(r"Input #0, (.+?), from '", text)
     duration = None
@@ -199,12 +199,12 @@ def _parse_header(text: str) -> _Header:
     return _Header(fmt.group(1) if fmt else None, duration, video, has_audio, audio_codec)
 
 
-def _clockwise_rotation(ccw_degrees: float) -> int:
+def clockwise_rotation(ccw_degrees: float) -> int:
     """Display-matrix counter-clockwise angle -> clockwise multiple of 90 in [0, 360)."""
     return int(round(-ccw_degrees / 90.0)) * 90 % 360
 
 
-def _last_frame_count(text: str) -> int | None:
+def last_frame_count(text: str) -> int | None:
     counts = re.findall(r"frame=\s*(\d+)", text)
     return int(counts[-1]) if counts else None
 
@@ -222,16 +222,16 @@ def _log_lines(text: str) -> list[str]:
     return out
 
 
-def _truncation_line(text: str) -> str | None:
+def truncation_line(text: str) -> str | None:
     for ln in _log_lines(text):
         if any(marker in ln.lower() for marker in _TRUNCATION_MARKERS):
             return re.sub(r"^\[[^\]]*\]\s*", "", ln)
     return None
 
 
-def _ffmpeg_problem(text: str) -> str:
+def ffmpeg_problem(text: str) -> str:
     """The most telling error line of an ffmpeg log, for user-facing messages."""
-    truncation = _truncation_line(text)
+    truncation = truncation_line(text)
     if truncation:
         return truncation
     lines = _log_lines(text)
@@ -241,11 +241,11 @@ def _ffmpeg_problem(text: str) -> str:
     return lines[-1] if lines else "ffmpeg gave no details"
 
 
-def _not_a_video(path: Path, detail: str) -> VideoReadError:
-    return VideoReadError(f"Could not read '{path.name}' as a video: {detail}. {_SUPPORTED_HINT}")
+def not_a_video(path: Path, detail: str) -> VideoReadError:
+    return VideoReadError(f"Could not read '{path.name}' as a video: {detail}. {SUPPORTED_HINT}")
 
 
-def _truncated(path: Path, detail: str) -> VideoReadError:
+def truncated_error(path: Path, detail: str) -> VideoReadError:
     return VideoReadError(
         f"'{path.name}' looks truncated or corrupt ({detail}). The upload or copy may have been interrupted: "
         "upload the complete file again, or re-export it from your editor."
@@ -255,35 +255,63 @@ def _truncated(path: Path, detail: str) -> VideoReadError:
 # --------------------------------------------------------------------------------------------------------------
 # Probing
 
+# How the containers of DEMUXER_WHITELIST begin: (offset, bytes).
+_SIGNATURES: tuple[tuple[int, bytes], ...] = (
+    *((4, box) for box in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")),  # MP4, MOV
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
+    (0, b"RIFF"),  # AVI
+    (0, b"GIF8"),
+    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"\x30\x26\xb2\x75"),  # ASF
+    (0, b"DKIF"),  # IVF
+    (0, b"nut/"),
+    (0, b"\x00\x00\x00\x01"),  # raw H.264 / HEVC start code
+)
 
-def _probe_ffmpeg(p: Path) -> VideoInfo:
+
+_TS_PACKET = 188  # MPEG-TS: a 0x47 sync byte at the start of every packet
+
+
+def _starts_like_a_video(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(_TS_PACKET + 1)
+    if len(head) > _TS_PACKET and head[0] == head[_TS_PACKET] == 0x47:
+        return True
+    return any(head[offset : offset + len(magic)] == magic for offset, magic in _SIGNATURES)
+
+
+def probe_file(p: Path) -> VideoInfo:
     if p.stat().st_size == 0:
-        raise _not_a_video(p, "the file is empty")
+        raise not_a_video(p, "the file is empty")
     # One pass that copies the video packets to nowhere: it prints the header and counts the packets, which
     # equals the frame count for every codec we accept, without decoding anything.
-    res = _run_ffmpeg(
-        ["-nostats", "-loglevel", "info", *_input_args(p), "-map", "0:V:0?", "-c", "copy", "-f", "null", "-"]
+    res = run_ffmpeg(
+        ["-nostats", "-loglevel", "info", *input_args(p), "-map", "0:V:0?", "-c", "copy", "-f", "null", "-"]
     )
     text = res.stderr.decode("utf-8", errors="replace")
-    header = _parse_header(text)
-    truncation = _truncation_line(text)
-    if truncation and (header.format_name is None or header.video is not None):
-        raise _truncated(p, truncation)
+    header = parse_header(text)
+    truncation = truncation_line(text)
+    # A file no demuxer opens is truncated only if it starts like a video; a renamed text file is not one,
+    # whatever ffmpeg says of the container its name suggests.
+    if truncation and (header.video is not None or (header.format_name is None and _starts_like_a_video(p))):
+        raise truncated_error(p, truncation)
     if header.format_name is None:
-        raise _not_a_video(p, _ffmpeg_problem(text))
+        raise not_a_video(p, "it is not a video file" if truncation else ffmpeg_problem(text))
     if header.video is None:
         what = "it has audio but no video stream" if header.has_audio else "it contains no video stream"
-        raise _not_a_video(p, what)
+        raise not_a_video(p, what)
     v = header.video
-    num_frames = _last_frame_count(text) or 0
+    num_frames = last_frame_count(text) or 0
     if num_frames == 0:
-        raise VideoReadError(f"'{p.name}' contains no video frames. {_SUPPORTED_HINT}")
+        raise VideoReadError(f"'{p.name}' contains no video frames. {SUPPORTED_HINT}")
     fps = v.fps or v.tbr
     if fps is None and header.duration_s:
         fps = num_frames / header.duration_s
-    fps = _snap_fps(fps or IMAGE_SEQUENCE_FPS)
+    fps = snap_fps(fps or IMAGE_SEQUENCE_FPS)
     duration = header.duration_s if header.duration_s else num_frames / fps
-    rotation = _clockwise_rotation(v.ccw_rotation)
+    rotation = clockwise_rotation(v.ccw_rotation)
     width, height = (v.height, v.width) if rotation in (90, 270) else (v.width, v.height)
     return VideoInfo(
         path=str(p),

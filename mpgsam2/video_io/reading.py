@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
@@ -18,17 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from .ffmpeg import (
-    _ffmpeg_problem,
-    _input_args,
-    _not_a_video,
-    _probe_ffmpeg,
-    _truncated,
-    _truncation_line,
     ffmpeg_exe,
+    ffmpeg_problem,
+    input_args,
+    not_a_video,
+    probe_file,
+    truncated_error,
+    truncation_line,
 )
-from .selection import _empty_window_error, _FrameSelector, _validate_read_args, fit_within
-from .sequences import _probe_sequence, _read_sequence
-from .types import _SUPPORTED_HINT, IMAGE_EXTENSIONS, Clip, VideoInfo, VideoReadError
+from .selection import FrameSelector, empty_window_error, fit_within, validate_read_args
+from .sequences import probe_sequence, read_sequence
+from .types import IMAGE_EXTENSIONS, SUPPORTED_HINT, Clip, VideoInfo, VideoReadError
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     if not p.exists():
         raise VideoReadError(f"Could not find '{p}'. Check the path, or upload the file again.")
     if p.is_dir() or _is_image_file(p) or zipfile.is_zipfile(p):
-        return _probe_sequence(p)
-    return _probe_ffmpeg(p)
+        return probe_sequence(p)
+    return probe_file(p)
 
 
 def read_video(
@@ -70,7 +71,7 @@ def read_video(
         start_s: keep frames whose timestamp is at or after this time (seconds from the start of the file).
         end_s: keep frames whose timestamp is before this time.
         fps: target frame rate; when lower than the source rate, frames are selected by timestamp (see
-            :class:`_FrameSelector`). Never invents frames: a higher target keeps every frame.
+            :class:`FrameSelector`). Never invents frames: a higher target keeps every frame.
         max_frames: memory guard; stop after this many kept frames.
         max_side: memory guard for huge frames (8K phones): frames whose longer side exceeds this are
             downscaled (aspect kept, even sizes) while decoding. ``Clip.source`` keeps the original size.
@@ -81,15 +82,24 @@ def read_video(
     Raises:
         VideoReadError: not a video, truncated/corrupt, no frames, or a trim window that contains no frame.
     """
-    _validate_read_args(start_s, end_s, fps, max_frames)
+    validate_read_args(start_s, end_s, fps, max_frames)
     p = Path(path)
     if not p.exists():
         raise VideoReadError(f"Could not find '{p}'. Check the path, or upload the file again.")
     if max_side is not None and max_side < 2:
         raise VideoReadError(f"max_side must be at least 2 pixels, got {max_side}.")
     if p.is_dir() or _is_image_file(p) or zipfile.is_zipfile(p):
-        return _read_sequence(p, start_s, end_s, fps, max_frames, max_side)
-    return _read_ffmpeg(p, start_s, end_s, fps, max_frames, max_side)
+        clip = read_sequence(p, start_s, end_s, fps, max_frames, max_side)
+    else:
+        clip = _read_ffmpeg(p, start_s, end_s, fps, max_frames, max_side)
+    source = clip.source
+    if (source.width, source.height) != (clip.width, clip.height):
+        downscaled = (
+            f"Frames were downscaled from {source.width}x{source.height} to {clip.width}x{clip.height} "
+            "while decoding."
+        )
+        clip = dataclasses.replace(clip, notes=(downscaled, *clip.notes))
+    return clip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -191,12 +201,12 @@ def _read_ffmpeg(
     max_frames: int | None,
     max_side: int | None = None,
 ) -> Clip:
-    info = _probe_ffmpeg(p)
+    info = probe_file(p)
     target = fit_within(info.width, info.height, max_side)
     # Scaling runs after the autorotate filters, so it sees (and targets) the upright size.
     scale = [] if target == (info.width, info.height) else [f"scale={target[0]}:{target[1]}:flags=area"]
     if start_s is not None and start_s >= info.duration_s:
-        raise _empty_window_error(p, info, start_s, end_s)
+        raise empty_window_error(p, info, start_s, end_s)
     # Input seeking skips the decoding of everything before the window. It starts one second early (ffmpeg
     # then discards frames before the seek point) and the exact window is applied below by timestamp, so
     # rounding at the seek point can never drop a frame that belongs to the window.
@@ -209,7 +219,7 @@ def _read_ffmpeg(
         "-loglevel",
         "info",
         *(["-ss", f"{seek:.6f}"] if seek > 0 else []),
-        *_input_args(p),
+        *input_args(p),
         # Capital V: the first video stream that is not cover art (an attached picture).
         "-map",
         "0:V:0",
@@ -229,7 +239,7 @@ def _read_ffmpeg(
         "pipe:1",
     ]
     logger.debug("decoding with %s", " ".join(cmd))
-    selector = _FrameSelector(start_s, end_s, fps, info.fps, max_frames)
+    selector = FrameSelector(start_s, end_s, fps, info.fps, max_frames)
     buffer = _FrameBuffer(_expected_count(info, start_s, end_s, fps, max_frames))
     stamps: list[float] = []
     last_ts: float | None = None
@@ -292,17 +302,43 @@ def _read_ffmpeg(
             proc.stderr.close()
     log = "\n".join(log_tail)
     if not stopped_early:
-        truncation = _truncation_line(log)
+        truncation = truncation_line(log)
         if truncation:
-            raise _truncated(p, truncation)
+            raise truncated_error(p, truncation)
         if proc.returncode != 0 and decoded == 0:
-            raise _not_a_video(p, _ffmpeg_problem(log))
+            raise not_a_video(p, ffmpeg_problem(log))
     if decoded == 0 and seek > 0:
         # Nothing after the seek point: the window starts past the last frame.
-        raise _empty_window_error(p, info, start_s, end_s)
+        raise empty_window_error(p, info, start_s, end_s)
     if decoded == 0:
-        raise VideoReadError(f"'{p.name}' contains no decodable video frames. {_SUPPORTED_HINT}")
+        raise VideoReadError(f"'{p.name}' contains no decodable video frames. {SUPPORTED_HINT}")
     if not stamps:
-        raise _empty_window_error(p, info, start_s, end_s)
+        raise empty_window_error(p, info, start_s, end_s)
     out_fps = fps if fps is not None and fps < info.fps else info.fps
-    return Clip(buffer.array(), np.asarray(stamps, dtype=np.float64), float(out_fps), info)
+    notes = () if stopped_early else _missing_frames_notes(p, info, seek, decoded, stamps)
+    return Clip(buffer.array(), np.asarray(stamps, dtype=np.float64), float(out_fps), info, notes)
+
+
+def _missing_frames_notes(
+    p: Path, info: VideoInfo, seek: float, decoded: int, stamps: list[float]
+) -> tuple[str, ...]:
+    """A note when decoding ran to the end of the stream with fewer frames than the file announces.
+
+    A damaged file can hold packets that do not decode, or an index that lists fewer of them; ffmpeg then
+    skips them (or stops) without an error, and the frames must not vanish without a word. The file
+    announces its frames twice, as packets in its index and as its duration times its frame rate; the larger
+    counts. A frame or two (or 2 %) of difference is what edit lists and decoder delays give in undamaged
+    files.
+    """
+    packets = info.num_frames - round(seek * info.fps)
+    timed = round((info.duration_s - seek) * info.fps)
+    announced = max(packets, timed)
+    missing = announced - decoded
+    if missing <= max(2, 0.02 * announced):
+        return ()
+    after = f" after {seek:.2f} s" if seek > 0 else ""
+    return (
+        f"Only {decoded} of the {announced} frames that the video announces{after} could be decoded: the "
+        f"file is damaged, and the results cover what could be read ({stamps[0]:.2f}-{stamps[-1]:.2f} s). "
+        "Re-export or re-encode the video and upload it again to process all of it.",
+    )

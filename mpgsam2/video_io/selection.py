@@ -8,7 +8,7 @@ from pathlib import Path
 from .types import VideoInfo, VideoReadError
 
 
-class _FrameSelector:
+class FrameSelector:
     """Decides, frame by frame in presentation order, which frames a trim window and a target fps keep.
 
     The target rate is applied by timestamp buckets of width ``1 / target_fps`` counted from the first kept
@@ -57,7 +57,7 @@ class _FrameSelector:
         return True
 
 
-def _validate_read_args(
+def validate_read_args(
     start_s: float | None, end_s: float | None, fps: float | None, max_frames: int | None
 ) -> None:
     if start_s is not None and start_s < 0:
@@ -74,7 +74,7 @@ def _validate_read_args(
         raise VideoReadError(f"max_frames ({max_frames}) must be at least 1.")
 
 
-def _empty_window_error(
+def empty_window_error(
     path: Path, info: VideoInfo, start_s: float | None, end_s: float | None
 ) -> VideoReadError:
     lo = 0.0 if start_s is None else start_s

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .selection import _empty_window_error, _FrameSelector, fit_within
-from .types import _SUPPORTED_HINT, IMAGE_EXTENSIONS, IMAGE_SEQUENCE_FPS, Clip, VideoInfo, VideoReadError
+from .selection import FrameSelector, empty_window_error, fit_within
+from .types import IMAGE_EXTENSIONS, IMAGE_SEQUENCE_FPS, SUPPORTED_HINT, Clip, VideoInfo, VideoReadError
 
 
-def _natural_key(name: str) -> list[object]:
+def natural_key(name: str) -> list[object]:
+    """Sort key for file names in natural order: ``2.png`` before ``10.png``, case ignored."""
     # "frame_2.png" sorts before "frame_10.png", as frame dumps without zero padding expect.
     return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name)]
 
@@ -38,7 +39,7 @@ class _FrameSource:
                 self._zip = zipfile.ZipFile(p)
             except (zipfile.BadZipFile, OSError) as exc:
                 raise VideoReadError(
-                    f"Could not open '{p.name}' as a zip of frames: {exc}. {_SUPPORTED_HINT}"
+                    f"Could not open '{p.name}' as a zip of frames: {exc}. {SUPPORTED_HINT}"
                 ) from exc
             names = [
                 info.filename
@@ -51,7 +52,7 @@ class _FrameSource:
         else:
             self.kind = "image"
             names = [p.name]
-        names.sort(key=_natural_key)
+        names.sort(key=natural_key)
         self.names = names
 
     def open(self, name: str) -> Path | io.BytesIO:
@@ -130,12 +131,12 @@ def _sequence_info(src: _FrameSource) -> tuple[VideoInfo, np.ndarray]:
     return info, first
 
 
-def _probe_sequence(p: Path) -> VideoInfo:
+def probe_sequence(p: Path) -> VideoInfo:
     with _FrameSource(p) as src:
         return _sequence_info(src)[0]
 
 
-def _read_sequence(
+def read_sequence(
     p: Path,
     start_s: float | None,
     end_s: float | None,
@@ -145,11 +146,11 @@ def _read_sequence(
 ) -> Clip:
     with _FrameSource(p) as src:
         info, first = _sequence_info(src)
-        selector = _FrameSelector(start_s, end_s, fps, info.fps, max_frames)
+        selector = FrameSelector(start_s, end_s, fps, info.fps, max_frames)
         # Selection happens on the nominal timestamps first so that only kept frames are decoded.
         chosen = [i for i in range(len(src.names)) if selector.keep(i / info.fps)]
         if not chosen:
-            raise _empty_window_error(p, info, start_s, end_s)
+            raise empty_window_error(p, info, start_s, end_s)
         frames: list[np.ndarray] = []
         for i in chosen:
             rgb = first if i == 0 else _load_image(src.open(src.names[i]), src.names[i])[0]

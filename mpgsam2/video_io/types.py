@@ -14,7 +14,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", "
 #: DAVIS and most referring-VOS frame dumps come from 24-30 fps footage; 24 is the DAVIS convention.
 IMAGE_SEQUENCE_FPS: float = 24.0
 
-_SUPPORTED_HINT = "Upload an mp4, webm, mov, mkv, avi or gif file (or a zip of PNG/JPEG frames)."
+SUPPORTED_HINT = "Upload an mp4, webm, mov, mkv, avi or gif file (or a zip of PNG/JPEG frames)."
 
 
 class VideoReadError(ValueError):
@@ -55,12 +55,15 @@ class Clip:
         timestamps_s: ``(T,)`` float64 presentation time of each kept frame, seconds from the start of the file.
         fps: the effective frame rate of ``frames``: the source fps, or the requested target fps when lower.
         source: metadata of the file the frames came from.
+        notes: what a user should know about the decoding (frames downscaled, frames that the file
+            announces but that could not be decoded), as plain sentences.
     """
 
     frames: np.ndarray
     timestamps_s: np.ndarray
     fps: float
     source: VideoInfo
+    notes: tuple[str, ...] = ()
 
     @property
     def num_frames(self) -> int:

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 
 from .ffmpeg import (
-    _DEMUXER_WHITELIST,
-    _clockwise_rotation,
-    _ffmpeg_input_url,
-    _ffmpeg_problem,
-    _fps_fraction,
-    _input_args,
-    _last_frame_count,
-    _not_a_video,
-    _parse_header,
-    _run_ffmpeg,
-    _snap_fps,
+    DEMUXER_WHITELIST,
+    clockwise_rotation,
     ffmpeg_exe,
+    ffmpeg_input_url,
+    ffmpeg_problem,
+    fps_fraction,
+    input_args,
+    last_frame_count,
+    not_a_video,
+    parse_header,
+    run_ffmpeg,
+    snap_fps,
 )
 from .reading import probe_video
 from .types import VideoReadError, VideoWriteError
@@ -143,7 +143,7 @@ def _encode_video(
     except StopIteration:
         raise ValueError("write_video needs at least one frame") from None
     h, w = first.shape[:2]
-    rate = _fps_fraction(fps)
+    rate = fps_fraction(fps)
     cmd = [
         ffmpeg_exe(),
         "-hide_banner",
@@ -220,11 +220,11 @@ def _mux_audio(video: Path, source: Path, start_s: float, duration_s: float, out
         "-t",
         f"{duration_s:.6f}",
         "-format_whitelist",
-        _DEMUXER_WHITELIST,
+        DEMUXER_WHITELIST,
         "-protocol_whitelist",
         "file",
         "-i",
-        _ffmpeg_input_url(source),
+        ffmpeg_input_url(source),
         "-map",
         "0:v:0",
         "-map",
@@ -241,7 +241,7 @@ def _mux_audio(video: Path, source: Path, start_s: float, duration_s: float, out
         "mp4",
         str(out),
     ]
-    res = _run_ffmpeg(args)
+    res = run_ffmpeg(args)
     if res.returncode != 0:
         logger.warning(
             "could not copy the audio of %s; writing the video without sound: %s",
@@ -268,11 +268,11 @@ def ffprobe_summary(path: str | os.PathLike[str]) -> dict[str, object]:
         VideoReadError: the file is not a video.
     """
     p = Path(path)
-    res = _run_ffmpeg(
+    res = run_ffmpeg(
         [
             "-loglevel",
             "info",
-            *_input_args(p),
+            *input_args(p),
             "-map",
             "0:V:0?",
             "-fps_mode",
@@ -284,21 +284,21 @@ def ffprobe_summary(path: str | os.PathLike[str]) -> dict[str, object]:
         timeout_s=600.0,
     )
     text = res.stderr.decode("utf-8", errors="replace").replace("\r", "\n")
-    header = _parse_header(text)
+    header = parse_header(text)
     if header.format_name is None or header.video is None:
-        raise _not_a_video(p, _ffmpeg_problem(text))
+        raise not_a_video(p, ffmpeg_problem(text))
     v = header.video
     fps = v.fps or v.tbr
     return {
         "format": header.format_name,
         "codec": v.codec,
         "pix_fmt": v.pix_fmt,
-        "fps": _snap_fps(fps) if fps else None,
+        "fps": snap_fps(fps) if fps else None,
         "width": v.width,
         "height": v.height,
-        "num_frames": _last_frame_count(text) or 0,
+        "num_frames": last_frame_count(text) or 0,
         "has_audio": header.has_audio,
         "audio_codec": header.audio_codec,
         "duration_s": header.duration_s,
-        "rotation": _clockwise_rotation(v.ccw_rotation),
+        "rotation": clockwise_rotation(v.ccw_rotation),
     }

@@ -1,0 +1,170 @@
+"""The official training losses: sigmoid focal, dice over the clip, and the mask-text similarity term.
+
+The official criterion (ReferFormer's ``SetCriterion`` with ``losses = ["masks", "sim"]``) computes, for a
+batch of clips whose predictions are logits at SAM 2's square resolution ``S`` (1024 for the released
+models) and whose ground truth is resized to ``S`` with nearest-neighbour interpolation:
+
+* ``loss_mask``: sigmoid focal loss (alpha 0.25, gamma 2), averaged over all frames and pixels of each
+  clip, summed over clips, divided by ``num_boxes``;
+* ``loss_dice``: ``1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1)`` over each clip's whole volume, summed
+  over clips, divided by ``num_boxes``;
+* ``loss_sim``: the mean squared difference of two cosine similarities per frame (see
+  :func:`mask_text_similarity_loss`), averaged over every frame of the batch;
+
+with ``num_boxes`` the number of frames in which the target is visible, summed over the batch, averaged
+over the processes and at least 1 (:func:`count_visible_frames`). The total is
+``2 loss_mask + 5 loss_dice + 2 loss_sim`` (:class:`LossWeights`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the three terms (the official ``--mask_loss_coef``, ``--dice_loss_coef``, ``--sim_loss_coef``)."""
+
+    mask: float = 2.0
+    dice: float = 5.0
+    sim: float = 2.0
+
+
+#: The official weights.
+OFFICIAL_WEIGHTS = LossWeights()
+
+
+def sigmoid_focal_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_boxes: float,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """RetinaNet's focal loss on mask logits, as the official criterion reduces it.
+
+    Args:
+        logits: (B, ...) mask logits; everything after the first dimension (frames and pixels of a clip) is
+            averaged.
+        targets: (B, ...) the same shape, 0/1.
+        num_boxes: the normaliser (visible frames, see :func:`count_visible_frames`).
+        alpha: weight of the positive class (a negative value disables the weighting).
+        gamma: focusing exponent.
+    Returns:
+        A scalar: per-clip means summed over the batch, divided by ``num_boxes``.
+    """
+    logits = logits.flatten(1).float()
+    targets = targets.flatten(1).to(logits.dtype)
+    probabilities = torch.sigmoid(logits)
+    cross_entropy = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probabilities * targets + (1 - probabilities) * (1 - targets)
+    loss = cross_entropy * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_boxes
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
+    """Dice loss over each clip's whole volume (all frames together), smoothed by 1.
+
+    Args:
+        logits: (B, ...) mask logits; targets: (B, ...) 0/1 of the same shape.
+        num_boxes: the normaliser (visible frames).
+    Returns:
+        A scalar: ``sum_b (1 - (2 sum(p g) + 1) / (sum(p) + sum(g) + 1)) / num_boxes``.
+    """
+    probabilities = torch.sigmoid(logits.flatten(1).float())
+    targets = targets.flatten(1).to(probabilities.dtype)
+    numerator = 2 * (probabilities * targets).sum(1)
+    denominator = probabilities.sum(1) + targets.sum(1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_boxes
+
+
+def mask_text_similarity_loss(
+    logits: torch.Tensor, targets: torch.Tensor, sentence_scores: torch.Tensor
+) -> torch.Tensor:
+    """The official "mask-text similarity" loss, computed exactly as the official criterion does.
+
+    Per frame f, with ``p`` the predicted probabilities and ``g`` the ground truth flattened to N pixels and
+    ``s`` the frame's sentence score (the projected ``<s>`` token through ``text2one_linear``, one scalar)
+    broadcast to an N-vector, the loss is ``mean_f (cos(p, s 1) - cos(g, s 1))^2``.
+
+    **This term does not depend on the text.** Cosine similarity is invariant to the scale of ``s 1`` and
+    the sign of ``s`` cancels in the square, so for any ``s != 0`` the loss equals
+    ``mean_f (sum(p) / (|p| sqrt(N)) - sum(g) / (|g| sqrt(N)))^2``: it compares a "square root of the area
+    fraction" statistic of the prediction with that of the ground truth (exactly ``sqrt(area / N)`` for a
+    binary mask, 0 for an empty one). The sentence score only enters through its sign, so the text branch
+    (``mask_prior.sentence_score``) receives no gradient from it (numerically zero). It is implemented
+    faithfully here because the released models were trained with it.
+
+    Args:
+        logits: (F, H, W) mask logits of F frames (any trailing shape works).
+        targets: (F, H, W) 0/1 ground truth.
+        sentence_scores: (F,) one scalar per frame.
+    Returns:
+        A scalar, the mean over the F frames.
+    """
+    probabilities = torch.sigmoid(logits.flatten(1).float())
+    targets = targets.flatten(1).to(probabilities.dtype)
+    sentence = sentence_scores.reshape(-1, 1).to(probabilities.dtype).expand_as(probabilities)
+    predicted = F.cosine_similarity(probabilities, sentence, dim=1)
+    expected = F.cosine_similarity(targets, sentence, dim=1)
+    return F.mse_loss(predicted, expected)
+
+
+def count_visible_frames(
+    visible: Sequence[torch.Tensor] | torch.Tensor, distributed: bool | None = None
+) -> float:
+    """The official ``num_boxes``: frames where the target is visible, averaged over processes, at least 1.
+
+    Args:
+        visible: (T,) bool per clip of this process's batch (or one stacked tensor).
+        distributed: all-reduce over the default process group; default: when one is initialised.
+    """
+    if isinstance(visible, torch.Tensor):
+        visible = [visible]
+    total = torch.tensor(
+        [float(sum(int(v.sum()) for v in visible))],
+        device=visible[0].device if len(visible) else "cpu",
+    )
+    if distributed is None:
+        distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        # The visible flags are on the process's device (the batch is moved before the loss), which is the
+        # device its process group communicates on.
+        dist.all_reduce(total)
+        total = total / dist.get_world_size()
+    return max(float(total.item()), 1.0)
+
+
+def clip_losses(
+    logits: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    sentence_scores: Sequence[torch.Tensor],
+    num_boxes: float,
+    weights: LossWeights = OFFICIAL_WEIGHTS,
+) -> dict[str, torch.Tensor]:
+    """The three weighted terms and their total for a batch of clips of possibly different lengths.
+
+    Args:
+        logits: per clip (T_b, S, S) mask logits at SAM 2's square resolution.
+        targets: per clip (T_b, S, S) 0/1 ground truth at the same resolution.
+        sentence_scores: per clip (T_b,) sentence scores.
+        num_boxes: from :func:`count_visible_frames`.
+    Returns:
+        ``{"loss_mask", "loss_dice", "loss_sim"}`` (unweighted) and ``"loss"`` (the weighted total).
+    """
+    focal = sum(sigmoid_focal_loss(p[None], g[None], num_boxes) for p, g in zip(logits, targets))
+    dice = sum(dice_loss(p[None], g[None], num_boxes) for p, g in zip(logits, targets))
+    sim = mask_text_similarity_loss(
+        torch.cat([p.flatten(1) for p in logits]),
+        torch.cat([g.flatten(1) for g in targets]),
+        torch.cat([s.reshape(-1) for s in sentence_scores]),
+    )
+    total = weights.mask * focal + weights.dice * dice + weights.sim * sim
+    return {"loss": total, "loss_mask": focal, "loss_dice": dice, "loss_sim": sim}

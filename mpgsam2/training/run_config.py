@@ -1,0 +1,196 @@
+"""The configuration of a run (:class:`TrainConfig`): JSON/YAML files, ``"extends"`` and ``--set`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..datasets import DatasetSpec
+from ..devices import parse_dtype
+from .losses import LossWeights
+from .prepare import OFFICIAL_DROPOUT
+
+
+def _check_keys(section: str, data: dict, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} in '{section}'; allowed: {sorted(allowed)}.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where the weights to train come from, and the ablation switches.
+
+    ``init``: a preset (``large``, ``base``, ``test``: random weights, or SAM 2 / BEiT-3 checkpoints below)
+    or a trained model (a variant ``ytvos``/``mevis``/``tiny``, a hub id, a checkpoint folder or file).
+    ``aggregator`` / ``mask_prior``: fields of :class:`mpgsam2.modeling.config.AggregatorConfig` /
+    :class:`mpgsam2.modeling.config.MaskPriorConfig` to change (e.g. ``{"object_local": false}``,
+    ``{"num_pixel_layers": 2}``, ``{"dense_prompt": false}``); layers a checkpoint lacks start random.
+    """
+
+    init: str = "large"
+    seed: int | None = None  # presets: None = PyTorch's initialisation, an int = mpgsam2.modeling.random_init
+    sam2_checkpoint: str | None = None  # e.g. sam2_hiera_large.pt (SAM 2.0), for presets
+    beit3_checkpoint: str | None = None  # e.g. beit3_large_patch16_224.pth, for presets
+    tokenizer: str | None = None  # beit3.spm or a folder; default: the init checkpoint's
+    aggregator: dict = field(default_factory=dict)
+    mask_prior: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    lr: float = 2e-6
+    lr_fast: float = 5e-5
+    weight_decay: float = 5e-4
+    # The official scripts pass 0.1, but under DeepSpeed ZeRO-2 the clipping sees no gradients; 0 = off.
+    clip_max_norm: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    epochs: int = 6
+    max_steps: int | None = None  # stop after this many optimiser steps (overrides epochs when reached)
+    batch_size: int = 1  # clips per process and step (official: 1 for videos, 8 for RefCOCO)
+    num_workers: int = 4
+    precision: str = "fp32"  # or "bf16" (autocast; fp32 master weights)
+    gradient_checkpointing: bool = False
+    dropout: float = OFFICIAL_DROPOUT
+    augment: bool = True
+    seed: int = 42
+    save_every_steps: int | None = None  # also save every N steps (always at each epoch's end)
+    keep_checkpoints: int = 2  # older step checkpoints are deleted (0 keeps all)
+    log_every: int = 10
+    device: str | None = None  # default: cuda:LOCAL_RANK, else the best available
+    find_unused_parameters: bool = True  # DDP: parts unused on some steps (e.g. 1-frame clips)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; :func:`load_config` reads it from JSON (or YAML when PyYAML is present)."""
+
+    output_dir: str
+    model: ModelSpec = field(default_factory=ModelSpec)
+    train_data: tuple[DatasetSpec, ...] = ()
+    eval_data: DatasetSpec | None = None
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    loss: LossWeights = field(default_factory=LossWeights)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    raw: dict = field(default_factory=dict, compare=False)  # the merged configuration, saved with checkpoints
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``)."""
+        _check_keys("top level", data, ["output_dir", "model", "data", "optim", "loss", "train", "extends"])
+        if "output_dir" not in data:
+            raise ValueError("The configuration needs an 'output_dir'.")
+        sections = {"model": ModelSpec, "optim": OptimSpec, "loss": LossWeights, "train": ScheduleSpec}
+        parsed = {}
+        for key, kind in sections.items():
+            values = dict(data.get(key) or {})
+            _check_keys(key, values, [f.name for f in dataclasses.fields(kind)])
+            parsed[key] = kind(**values)
+        data_section = dict(data.get("data") or {})
+        _check_keys("data", data_section, ["train", "eval"])
+        output_dir = str(data["output_dir"])
+
+        def dataset(entry: dict) -> DatasetSpec:
+            # "{output_dir}" in a root places (synthetic) data inside the run.
+            return DatasetSpec.from_dict(
+                {**entry, "root": str(entry.get("root", "")).replace("{output_dir}", output_dir)}
+            )
+
+        train_specs = tuple(dataset(d) for d in data_section.get("train") or [])
+        eval_spec = dataset(data_section["eval"]) if data_section.get("eval") else None
+        schedule = parsed["train"]
+        parse_dtype(schedule.precision)
+        if schedule.batch_size < 1 or schedule.epochs < 0:
+            raise ValueError("train.batch_size must be at least 1 and train.epochs at least 0.")
+        return cls(
+            output_dir=output_dir,
+            model=parsed["model"],
+            train_data=train_specs,
+            eval_data=eval_spec,
+            optim=parsed["optim"],
+            loss=parsed["loss"],
+            schedule=schedule,
+            raw=copy.deepcopy({k: v for k, v in data.items() if k != "extends"}),
+        )
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = (
+            _deep_merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
+    return merged
+
+
+def _read_config_file(path: Path) -> dict:
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as error:
+            raise ValueError(
+                f"{path} is YAML but PyYAML is not installed; use a JSON configuration."
+            ) from error
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold an object (a mapping of sections).")
+    if "extends" in data:
+        parent = (path.parent / data["extends"]).resolve()
+        data = _deep_merge(_read_config_file(parent), {k: v for k, v in data.items() if k != "extends"})
+    return data
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """``["train.max_steps=10", "model.aggregator.object_local=false", "data.train.0.num_frames=3"]`` ->
+    a changed copy of ``data`` (a number selects a list item).
+
+    Values are parsed as JSON when they can be (numbers, booleans, null, lists, objects), else kept as text.
+    """
+    data = copy.deepcopy(data)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Override {override!r} must look like section.key=value.")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        target = data
+        *parents, leaf = key.split(".")
+        for part in [*parents, leaf]:
+            if isinstance(target, list):
+                if not part.isdigit() or int(part) >= len(target):
+                    raise ValueError(f"Override {override!r}: no item {part!r} in a list of {len(target)}.")
+                index: int | str = int(part)
+            elif isinstance(target, dict):
+                index = part
+            else:
+                raise ValueError(f"Override {override!r}: {part!r} is below a value, not a section.")
+            if part is leaf:
+                target[index] = value
+            else:
+                if isinstance(target, dict) and not isinstance(target.get(index), dict | list):
+                    target[index] = {}
+                target = target[index]
+    return data
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a training configuration (JSON, or YAML with PyYAML; ``"extends"`` merges a parent file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No configuration file at {path}.")
+    return TrainConfig.from_dict(apply_overrides(_read_config_file(path), overrides))
