@@ -29,7 +29,8 @@ import torch
 from mpgsam2 import space
 from mpgsam2.devices import pick_device
 from mpgsam2.inference.predictor import VideoPredictor
-from mpgsam2.pipeline import FrameDone, FrameMasks
+from mpgsam2.inference.results import FrameResult
+from mpgsam2.pipeline import FrameDone
 from mpgsam2.tokenizer import EncodedExpression
 
 logger = logging.getLogger("mpgsam2.app")
@@ -120,7 +121,7 @@ def gpu_duration(job: space.Job, *_: Any) -> int:
 @spaces.GPU(duration=gpu_duration)
 def segment_on_gpu(
     job: space.Job, frames_file: str, expressions: Sequence[EncodedExpression], stop_flag: str
-) -> Iterator[FrameMasks | space.LoopFailure]:
+) -> Iterator[FrameResult | space.LoopFailure]:
     """The one GPU entry: the model's loop only, frame by frame."""
     predictor = MODELS.get(job.model)
     yield from space.device_loop(predictor, frames_file, expressions, job.options.clip_length, stop_flag)

@@ -1,4 +1,5 @@
-"""Frames per second of the released model's size on a CUDA device, for 1 and 3 expressions, in fp32 and bf16.
+"""Frames per second of the released model's size on a CUDA device, for 1 and 3 expressions, in fp32, TF32,
+bf16 and fp32 with the image encoder compiled; and how far TF32 and bf16 move the results from fp32.
 
     python benchmarks/gpu_speed.py [--frames 32] [--json out.json]
 
@@ -49,28 +50,49 @@ def main() -> None:
     tokenizer = load_tokenizer(TEST_TOKENIZER)
     frames = synthetic_frames(args.frames)
     texts = ["the red square", "the blue circle", "the grey background"]
-    rows = []
-    for precision in ("fp32", "bf16"):
-        predictor = VideoPredictor(model, tokenizer, device="cuda", precision=precision)
+    rows, outputs = [], {}
+    for name, precision, compiled in (
+        ("fp32", "fp32", False),
+        ("tf32", "tf32", False),
+        ("bf16", "bf16", False),
+        ("fp32+compile", "fp32", True),
+    ):
+        predictor = VideoPredictor(
+            model, tokenizer, device="cuda", precision=precision, compile_image_encoder=compiled
+        )
         for count in (1, 3):
-            predictor.segment(frames[:2], texts[:count])  # warm-up
+            predictor.segment(frames[:2], texts[:count])  # warm-up (and compilation)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             started = time.perf_counter()
-            predictor.segment(frames, texts[:count])
+            results = predictor.segment(frames, texts[:count])
             torch.cuda.synchronize()
             seconds = time.perf_counter() - started
+            outputs[(name, count)] = results
             rows.append(
                 {
-                    "precision": precision,
+                    "configuration": name,
                     "expressions": count,
                     "frames": args.frames,
                     "seconds": round(seconds, 3),
                     "frames_per_second": round(args.frames / seconds, 2),
                     "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+                    "compile_fell_back": bool(getattr(predictor.encode_frame, "failed", False)),
                 }
             )
-    result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
+    deviation = {}
+    for name in ("tf32", "bf16", "fp32+compile"):
+        pairs = list(zip(outputs[("fp32", 3)], outputs[(name, 3)]))
+        deviation[name] = {
+            "max_abs_logit_difference": float(max(np.abs(a.logits - b.logits).max() for a, b in pairs)),
+            "mask_agreement": float(np.mean([(a.masks == b.masks).mean() for a, b in pairs])),
+        }
+    result = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "rows": rows,
+        "deviation_from_fp32": deviation,
+    }
     text = json.dumps(result, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -57,13 +57,12 @@ def main() -> None:
         rows["prior_logits_14"] = _per_frame(context.prior_logits.numpy(), case["prior_logits_14"])
         rows["sam_text_embeds"] = _per_frame(context.sparse_prompts.numpy(), case["sam_text_embeds"][:, 0])
         session = predictor.init_session(frames, [expression])
-        track = session.tracks[0]
         for name in ("sam_prompt_masks_256", "dec_masks_pre_obj_gate", "dec_iou", "dec_sam_tokens"):
             rows[name] = []
         for t in range(len(frames)):
-            features = model.encode_frame(predictor._sam_input(frames[t]))
-            out = model.track_frame(features, track.context, track.merged_embeddings, track.output_dict, t)
-            session.remember(track, t, out.memory)
+            features = model.encode_frame(predictor.sam_input(frames[t]))
+            out = model.track_frame(features, session.tracking, session.memory_bank, t)
+            session.remember(t, out.memory)
             rows["sam_prompt_masks_256"].append(
                 _max(out.dense_prompt.numpy()[0], case["sam_prompt_masks_256"][t])
             )

@@ -132,16 +132,17 @@ def _run_ours(model, tokenizer, frames, texts, mode, timer, out_dir, precision):
     import mpgsam2.inference.predictor as predictor_module
     from mpgsam2 import VideoPredictor
 
-    predictor = VideoPredictor(model, tokenizer, precision=precision)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(timer.wrap(predictor_module, "preprocess", "decode"))
+        stack.enter_context(timer.wrap(predictor_module, "resize", "decode"))
         stack.enter_context(timer.hook(model.multimodal_encoder, "beit3"))
         stack.enter_context(timer.hook(model.mask_prior, "prior"))
         stack.enter_context(timer.wrap(model, "merge_mask_embeddings", "prior"))
         stack.enter_context(timer.wrap(model, "encode_frame", "hiera"))
         stack.enter_context(timer.wrap(model, "track_frame", "memory_decoder"))
         stack.enter_context(timer.wrap(model.sam2, "_encode_new_memory", "encode"))
-        stack.enter_context(timer.wrap(predictor, "step", "post"))
+        # Made inside the wraps: the predictor keeps the (wrapped) image encoder it is given.
+        predictor = VideoPredictor(model, tokenizer, precision=precision)
+        stack.enter_context(timer.wrap(predictor, "launch", "post"))
         if mode == "global":
             with timer.stage("other"):
                 session = predictor.init_session(frames, texts)
@@ -149,7 +150,7 @@ def _run_ours(model, tokenizer, frames, texts, mode, timer, out_dir, precision):
             return
         files = [open(out_dir / f"ours_{k}.f32", "wb") for k in range(len(texts))]  # noqa: SIM115
         with timer.stage("other"):
-            for result in predictor.iter_segment(frames, texts):
+            for result in predictor.iter_segment(frames, texts, logits=True):
                 with timer.stage("io"):
                     for k, handle in enumerate(files):
                         handle.write(np.ascontiguousarray(result.logits[k], np.float32).tobytes())

@@ -8,7 +8,7 @@ How a video becomes masks, and where each step lives::
         prior mask, mask embeddings, prompts (the clip-level "global" stage, once per expression)
     each frame --modeling.sam2_adapter (SAM 2 + modeling.aggregator)-->    VideoPredictor.propagate
         masks, object scores, memories (in inference.session.VideoSession)
-    per-frame results --pipeline.results--> RunResult                     pipeline.run.iter_segment_video
+    per-frame results --pipeline.collector--> RunResult                     pipeline.run.iter_segment_video
     RunResult --render, export--> overlay video, frame views, timeline,    pipeline.outputs.write_outputs
         palette PNGs, COCO RLE, summary
 
@@ -34,8 +34,8 @@ _EXPORTS = {
     "save_pretrained": "checkpoints",
     "load_tokenizer": "tokenizer",
     "VideoPredictor": "inference.predictor",
-    "FrameResult": "inference.predictor",
-    "ExpressionResult": "inference.predictor",
+    "FrameResult": "inference.results",
+    "ExpressionResult": "inference.results",
     "VideoSession": "inference.session",
 }
 

@@ -26,13 +26,24 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "test (tiny, random and UNTRAINED: for trying the pipeline only). Default: ytvos.",
     )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    parser.add_argument("--precision", default=None, help="bf16 or fp16 autocast on a GPU (default fp32)")
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="fp32 (default: the official numbers), tf32 (fp32 with TF32 products on CUDA), bf16 or fp16 autocast",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile SAM 2's image encoder (eager if compiling fails)",
+    )
 
 
 def _predictor(args):
     from .inference.predictor import VideoPredictor
 
-    predictor = VideoPredictor.from_pretrained(args.model, device=args.device, precision=args.precision)
+    predictor = VideoPredictor.from_pretrained(
+        args.model, device=args.device, precision=args.precision, compile_image_encoder=args.compile
+    )
     if predictor.untrained:
         logger.warning("Model 'test' has random weights: it is UNTRAINED and its masks mean nothing.")
     return predictor
@@ -42,11 +53,16 @@ def _segment(args) -> int:
     from tqdm import tqdm
 
     from .expressions import clean_expressions
+    from .inference.clicks import parse_click
     from .inference.predictor import check_clip_length
     from .pipeline import DEFAULT_MAX_SIDE, SegmentOptions, load_clip, segment_video
 
     expressions = clean_expressions(args.expression or [])
     check_clip_length(args.clip_length)
+    clicks: dict[str, list] = {}
+    for text in args.point or []:
+        expression, click = parse_click(text)
+        clicks.setdefault(expression, []).append(click)
     options = SegmentOptions(
         start_s=args.start,
         end_s=args.end,
@@ -64,7 +80,9 @@ def _segment(args) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        outputs = segment_video(predictor, args.video, expressions, args.out, options, progress, clip=clip)
+        outputs = segment_video(
+            predictor, args.video, expressions, args.out, options, progress, clip=clip, clicks=clicks
+        )
     for message in (*outputs.warnings, *outputs.no_match_messages()):
         logger.warning(message)
     print(json.dumps({"overlay": str(outputs.overlay_video), "folder": str(outputs.folder)}))
@@ -118,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--end", type=float, default=None, help="end time in seconds")
     segment.add_argument("--fps", type=float, default=None, help="frames per second to process")
     segment.add_argument("--max-frames", type=int, default=None, help="process at most this many frames")
+    segment.add_argument(
+        "--point",
+        action="append",
+        metavar="EXPRESSION:FRAME:X,Y[:neg]",
+        help="a click that corrects an expression's target on a frame (pixels of the processed frames; :neg "
+        "for 'not here'); the expression is re-tracked from its earliest clicked frame. Repeat for more.",
+    )
     segment.add_argument("--opacity", type=float, default=0.5, help="mask opacity in the overlay (0-1)")
     segment.add_argument(
         "--clip-length", type=int, default=None, help="independent clips of N frames (MeViS)"

@@ -17,7 +17,8 @@ import pytest
 
 from mpgsam2 import VideoPredictor, build_model, get_config
 from mpgsam2.expressions import ExpressionError, clean_expressions
-from mpgsam2.pipeline import FrameMasks, ResultCollector, SegmentOptions, segment_video
+from mpgsam2.inference.results import FrameResult
+from mpgsam2.pipeline import ResultCollector, SegmentOptions, segment_video
 from mpgsam2.video_io import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def test_frames_are_placed_by_their_index_not_their_arrival(tmp_path):
         masks[t][0, t * 10 : t * 10 + 5] = True  # a band whose place says which frame it is
     priors = np.full((2, 14, 14), 0.5, dtype=np.float32)
     for t in (1, 0, 2):  # out of order
-        collector.add(FrameMasks.pack(t, masks[t], np.ones(2, np.float32), priors))
+        collector.add(FrameResult.pack(t, masks[t], np.ones(2, np.float32), priors))
     result = collector.result()
     for t in range(3):
         np.testing.assert_array_equal(result.masks[:, t], masks[t])
@@ -42,7 +43,7 @@ def test_frames_are_placed_by_their_index_not_their_arrival(tmp_path):
 def test_packed_frame_results_round_trip():
     rng = np.random.default_rng(0)
     masks = rng.random((3, 7, 13)) > 0.5  # H * W not a multiple of 8
-    frame = FrameMasks.pack(4, masks, np.array([1.0, -2.0, 0.5]), rng.random((3, 14, 14)))
+    frame = FrameResult.pack(4, masks, np.array([1.0, -2.0, 0.5]), rng.random((3, 14, 14)))
     np.testing.assert_array_equal(frame.masks, masks)
     assert frame.packed_masks.nbytes == 3 * ((7 * 13 + 7) // 8)
 
@@ -81,8 +82,8 @@ def test_tracking_may_start_at_any_frame(predictor, synthetic_frames):
     """The first frame tracked (an empty memory bank) is the conditioning frame, whatever its index; the
     frames after it read it as such."""
     session = predictor.init_session(synthetic_frames, ["the red square"])
-    first, second = predictor.step(session, 2), predictor.step(session, 3)
-    bank = session.tracks[0].output_dict
+    first, second = predictor.step(session, 2, logits=True), predictor.step(session, 3, logits=True)
+    bank = session.memory_bank
     assert list(bank["cond_frame_outputs"]) == [2] and list(bank["non_cond_frame_outputs"]) == [3]
     assert np.isfinite(first.logits).all() and np.isfinite(second.logits).all()
 

@@ -149,3 +149,23 @@ def test_devices_and_dtypes(untrained_model, tokenizer, synthetic_frames):
     # bf16 autocast changes numbers but not the kind of answer on random weights.
     assert np.corrcoef(result.logits.ravel(), fp32.logits.ravel())[0, 1] > 0.9
     assert untrained_model.device.type == "cpu" and untrained_model.dtype == torch.float32
+
+
+def test_attention_in_query_chunks_and_with_padded_keys_is_unchanged():
+    """The MPS path (queries in chunks) and the batched expressions' padded text keys give the attention of
+    ``nn.MultiheadAttention`` itself."""
+    from torch import nn
+
+    from mpgsam2.modeling.attention import multihead_attention
+
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(16, 4, batch_first=True).eval()
+    query, key = torch.randn(2, 50, 16), torch.randn(2, 30, 16)
+    padding = torch.zeros(2, 30, dtype=torch.bool)
+    padding[1, 24:] = True
+    with torch.no_grad():
+        whole = multihead_attention(module, query, key, key, key_padding=padding)
+        chunked = multihead_attention(module, query, key, key, key_padding=padding, query_chunk=7)
+        reference, _ = module(query, key, key, key_padding_mask=padding)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(whole, reference, atol=1e-6, rtol=1e-5)

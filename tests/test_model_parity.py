@@ -81,12 +81,11 @@ def test_case_a_intermediates(loaded, tokenizer, case_a):
         assert np.abs(sentence.numpy() - case_a["sen_feat"]).max() <= 1e-4
 
         session = predictor.init_session(frames, [str(case_a["expression"])])
-        track = session.tracks[0]
         for t in range(len(frames)):
             tolerance = 1e-3 if t == 0 else 1e-2
-            features = loaded.encode_frame(predictor._sam_input(frames[t]))
-            out = loaded.track_frame(features, track.context, track.merged_embeddings, track.output_dict, t)
-            session.remember(track, t, out.memory)
+            features = loaded.encode_frame(predictor.sam_input(frames[t]))
+            out = loaded.track_frame(features, session.tracking, session.memory_bank, t)
+            session.remember(t, out.memory)
             assert np.abs(out.dense_prompt.numpy() - case_a["sam_prompt_masks_256"][t : t + 1]).max() <= 1e-4
             decoder = out.decoder
             assert (

@@ -494,3 +494,73 @@ def test_command_line_trains_then_evaluates_the_last_checkpoint(tmp_path, capsys
     assert again["J&F"] == pytest.approx(summary["eval"]["J&F"])
     assert json.loads((tmp_path / "again" / "metrics.json").read_text())["num_videos"] == 1
     assert main([config, "--output-dir", str(tmp_path / "none"), "--eval-only", "-q"]) == 2  # no checkpoint
+
+
+# --- resuming, loss scaling, pinned batches ------------------------------------------------------------------
+
+
+def _epoch_blocks(dataset_size: int, processes: int, batch_size: int, consumed: int, seed: int = 3):
+    """What each optimiser step trains on, over all processes, from ``consumed`` samples of the epoch on."""
+    from mpgsam2.training.distributed import ResumableSampler
+
+    lists = []
+    for rank in range(processes):
+        sampler = ResumableSampler(range(dataset_size), processes, rank, seed)
+        sampler.set_epoch(1)
+        sampler.consumed = consumed
+        lists.append(list(sampler))
+    steps = -(-len(lists[0]) // batch_size)
+    return [
+        [i for r in range(processes) for i in lists[r][s * batch_size : (s + 1) * batch_size]]
+        for s in range(steps)
+    ]
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 3), (3, 1), (1, 4)])
+def test_a_resume_with_another_number_of_processes_neither_repeats_nor_skips(before, after):
+    size, batch_size, steps_done = 23, 2, 2
+    done = [i for block in _epoch_blocks(size, before, batch_size, 0)[:steps_done] for i in block]
+    rest = [i for block in _epoch_blocks(size, after, batch_size, len(done)) for i in block]
+    assert not set(done) & set(rest) and set(done) | set(rest) == set(range(size))
+    # Only the last step repeats samples (of its own), to give every process a full share, as
+    # DistributedSampler pads.
+    assert len(rest) - len(set(rest)) < after
+
+
+def test_the_sampler_deals_an_uninterrupted_epoch_as_distributed_sampler_does():
+    from torch.utils.data import DistributedSampler
+
+    from mpgsam2.training.distributed import ResumableSampler
+
+    for rank in range(3):
+        ours, theirs = ResumableSampler(range(17), 3, rank, 5), DistributedSampler(range(17), 3, rank, seed=5)
+        ours.set_epoch(2)
+        theirs.set_epoch(2)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+def test_loss_scaling_gives_the_unscaled_gradients(clips):
+    """fp16 training scales the loss before the backward pass (gradients would underflow); unscaled, the
+    gradients are those of the plain backward pass."""
+    model = prepare_for_training(build_model("test", seed=0), dropout=0.0)
+    clips = list(clips[:2])
+    module = TrainingForward(model)
+    forward_backward(module, clips, "cpu")
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    forward_backward(module, clips, "cpu", scaler)
+    scaled = next(iter(plain))
+    assert not torch.allclose(dict(model.named_parameters())[scaled].grad, plain[scaled])
+    scaler.unscale_(optimizer)
+    for name, parameter in model.named_parameters():
+        if name in plain:
+            torch.testing.assert_close(parameter.grad, plain[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_batches_are_pinned_for_the_copy_to_the_gpu(clips):
+    clip = clips[0]
+    pinned = torch.utils.data._utils.pin_memory.pin_memory(clip)  # what the DataLoader does with pin_memory
+    assert pinned.sam_images.is_pinned() and pinned.masks.is_pinned() and pinned.expression == clip.expression

@@ -62,3 +62,12 @@ class TrainingClip:
             value = getattr(self, f.name)
             values[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         return TrainingClip(**values)
+
+    def pin_memory(self) -> TrainingClip:
+        """A copy with every tensor in pinned memory (the DataLoader's ``pin_memory`` calls this), so that
+        :meth:`to` copies to CUDA without blocking."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = value.pin_memory() if isinstance(value, torch.Tensor) else value
+        return TrainingClip(**values)

@@ -41,11 +41,13 @@ class FusionLayer(nn.Module):
         memory: torch.Tensor,
         target_pos: torch.Tensor | None = None,
         memory_pos: torch.Tensor | None = None,
+        memory_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """target: (B, N, C), memory: (B, M, C); positions are added to queries and keys, never values."""
+        """target: (B, N, C), memory: (B, M, C); positions are added to queries and keys, never values;
+        ``memory_padding`` (B, M) bool marks memory entries to ignore."""
         query = target if target_pos is None else target + target_pos
         key = memory if memory_pos is None else memory + memory_pos
-        attended = multihead_attention(self.multihead_attn, query, key, memory)
+        attended = multihead_attention(self.multihead_attn, query, key, memory, key_padding=memory_padding)
         target = self.norm1(target + attended)
         return self.norm2(target + self.linear2(torch.relu(self.linear1(target))))
 
@@ -87,26 +89,32 @@ class HierarchicalAggregator(nn.Module):
         image_pe: torch.Tensor,
         merged_embeddings: torch.Tensor,
         text_features: torch.Tensor,
+        text_padding: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Pixel-level global fusion.
+        """Pixel-level global fusion, for K expressions at once.
 
         Args:
-            image_embedding: (1, C, h, w) memory-conditioned image embedding of the current frame.
+            image_embedding: (K, C, h, w) memory-conditioned image embeddings of the current frame.
             image_pe: (1, C, h, w) SAM 2's dense positional encoding (added to the queries).
-            merged_embeddings: (M, C) from :meth:`merge_patches` (all frames of the clip).
-            text_features: (L, C) the current frame's projected text tokens.
+            merged_embeddings: (K, M, C) from :meth:`merge_patches` (all frames of the clip).
+            text_features: (K, L, C) the current frame's projected text tokens.
+            text_padding: (K, L) bool, True at padding (expressions of different lengths), or None.
         Returns:
-            (1, C, h, w) the fused embedding.
+            (K, C, h, w) the fused embeddings.
         """
         if len(self.pixel_global) == 0:
             return image_embedding
-        _, channels, height, width = image_embedding.shape
+        count, channels, height, width = image_embedding.shape
         x = image_embedding.flatten(2).transpose(1, 2)
         pos = image_pe.flatten(2).transpose(1, 2)
-        memory = torch.cat([merged_embeddings, text_features.to(merged_embeddings.dtype)], dim=0).unsqueeze(0)
+        memory = torch.cat([merged_embeddings, text_features.to(merged_embeddings.dtype)], dim=1).to(x.dtype)
+        padding = None
+        if text_padding is not None:
+            visible = text_padding.new_zeros(count, merged_embeddings.shape[1])
+            padding = torch.cat([visible, text_padding], dim=1)
         for layer in self.pixel_global:
-            x = layer(x, memory.to(x.dtype), target_pos=pos)
-        return x.transpose(1, 2).reshape(1, channels, height, width)
+            x = layer(x, memory, target_pos=pos, memory_padding=padding)
+        return x.transpose(1, 2).reshape(count, channels, height, width)
 
     def fuse_mask_tokens(
         self,
@@ -114,22 +122,37 @@ class HierarchicalAggregator(nn.Module):
         mask_embeddings: torch.Tensor,
         object_memory: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> torch.Tensor:
-        """Object-level global, then local (historical) fusion of SAM 2's mask tokens.
+        """Object-level global, then local (historical) fusion of SAM 2's mask tokens, for K expressions.
 
         Args:
-            mask_tokens: (1, 4, C).
-            mask_embeddings: (T * g*g, C) all frames' mask embeddings, frame-major.
-            object_memory: (pointers (n, C), positions (n, C)) from :meth:`object_memory`, or None on the
-                first frame.
+            mask_tokens: (1, 4, C) SAM 2's mask tokens (the same for every expression).
+            mask_embeddings: (K, T * g*g, C) all frames' mask embeddings, frame-major.
+            object_memory: (pointers (K, n, C), positions (n, C)) from :meth:`object_memory`, or None on the
+                initial frame.
+        Returns:
+            (K, 4, C).
         """
-        memory = mask_embeddings.unsqueeze(0).to(mask_tokens.dtype)
+        memory = mask_embeddings.to(mask_tokens.dtype)
+        mask_tokens = mask_tokens.expand(memory.shape[0], -1, -1)
         for layer in self.object_global:
             mask_tokens = layer(mask_tokens, memory)
         if object_memory is not None:
-            pointers, positions = (t.unsqueeze(0).to(mask_tokens.dtype) for t in object_memory)
+            pointers, positions = object_memory
+            pointers, positions = pointers.to(mask_tokens.dtype), positions.unsqueeze(0).to(mask_tokens.dtype)
             for layer in self.object_local:
                 mask_tokens = layer(mask_tokens, pointers, memory_pos=positions)
         return mask_tokens
+
+    def pointer_codes(self, num_frames: int, device: torch.device) -> torch.Tensor:
+        """(T, C) the temporal code of every distance 0..T-1 in a clip of T frames: made once per clip, so
+        that no frame makes a tensor on the host.
+
+        Distances are normalised by ``min(T, 16) - 1``, so the same gap gets a different code in clips of
+        different lengths (an official quirk, kept).
+        """
+        window = min(num_frames, self.config.max_object_pointers)
+        distances = torch.arange(num_frames, device=device, dtype=torch.float32)
+        return get_1d_sine_pe(distances / max(window - 1, 1), dim=self.dim)
 
     def object_memory(
         self,
@@ -137,20 +160,20 @@ class HierarchicalAggregator(nn.Module):
         num_frames: int,
         pointers: dict[int, torch.Tensor],
         conditioning_frames: Sequence[int],
+        codes: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The object pointers that the historical fusion attends to, with their temporal code.
 
         Mirrors the official selection (SAM 2's): the pointers of the conditioning frames at their distance
         from ``frame_index`` (the official model has one, frame 0), then those of up to ``min(T, 16) - 1``
-        preceding frames that are not conditioning frames, nearest first. Distances are normalised by
-        ``min(T, 16) - 1``, so the same gap gets a different code in clips of different lengths (an official
-        quirk, kept).
+        preceding frames that are not conditioning frames, nearest first.
 
         Args:
-            pointers: frame index -> (C,) object pointer, for the frames in the memory bank.
+            pointers: frame index -> (K, C) object pointers, for the frames in the memory bank.
             conditioning_frames: the bank's conditioning frames, in order.
+            codes: :meth:`pointer_codes` of the clip (made here when not given).
         Returns:
-            ((n, C) pointers, (n, C) positional codes), or None when the bank is empty (the initial frame).
+            ((K, n, C) pointers, (n, C) positional codes), or None when the bank is empty (the initial frame).
         """
         if not pointers:
             return None
@@ -162,7 +185,9 @@ class HierarchicalAggregator(nn.Module):
                 break
             if previous not in conditioning_frames and previous in pointers:
                 entries.append((distance, pointers[previous]))
-        distances = torch.tensor([d for d, _ in entries], dtype=torch.float32)
-        stacked = torch.stack([p for _, p in entries])
-        codes = get_1d_sine_pe(distances / max(window - 1, 1), dim=self.dim)
-        return stacked, codes.to(device=stacked.device, dtype=stacked.dtype)
+        stacked = torch.stack([p for _, p in entries], dim=-2)
+        if codes is None:
+            codes = self.pointer_codes(num_frames, stacked.device)
+        # Rows picked by Python indices: views of a table on the device, no index tensor from the host.
+        picked = torch.stack([codes[d] for d, _ in entries])
+        return stacked, picked.to(dtype=stacked.dtype)

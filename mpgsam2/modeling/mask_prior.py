@@ -21,7 +21,7 @@ import torch
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import nn
 
-from .attention import multihead_attention
+from .attention import multihead_attention, query_chunk_for
 from .beit3 import BEiT3Output
 from .config import BEiT3Config, MaskPriorConfig
 
@@ -39,7 +39,8 @@ class VisualInteraction(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens: (1, N, D) -> (1, N, D). No positional encoding, as in the official model."""
-        attended = multihead_attention(self.self_attn, tokens, tokens, tokens)
+        chunk = query_chunk_for(tokens.device)
+        attended = multihead_attention(self.self_attn, tokens, tokens, tokens, query_chunk=chunk)
         tokens = self.norm1(tokens + attended)
         return self.norm2(tokens + self.linear2(torch.relu(self.linear1(tokens))))
 
@@ -63,6 +64,28 @@ class GlobalContext:
             return t.to(device=device, dtype=dtype or t.dtype)
 
         return GlobalContext(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """The global contexts of K expressions over one clip, batched, for tracking them together (T frames,
+    L the longest expression's tokens; K = 1 is the official model's single expression)."""
+
+    priors: torch.Tensor  # (K, T, g, g) prior-mask probabilities
+    mask_embeddings: torch.Tensor  # (K, T * g*g, C) every frame's, for the object-level global fusion
+    merged_embeddings: torch.Tensor  # (K, T * (g/2)^2, C) the pixel-level fusion's keys
+    sparse_prompts: torch.Tensor  # (K, T, C)
+    text_features: torch.Tensor  # (K, T, L, C), padded to the longest expression
+    text_padding: torch.Tensor | None  # (K, L) bool, True at padding; None when no expression is padded
+    pointer_codes: torch.Tensor  # (T, C) the temporal code of each distance in frames (see the aggregator)
+
+    @property
+    def num_frames(self) -> int:
+        return self.priors.shape[1]
+
+    @property
+    def num_expressions(self) -> int:
+        return self.priors.shape[0]
 
 
 class MaskPriorGenerator(nn.Module):

@@ -8,13 +8,16 @@ The model is stateless with respect to videos: per-video state lives in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .aggregator import HierarchicalAggregator
 from .beit3 import BEiT3, BEiT3Output
 from .config import MPGSAM2Config, get_config
-from .mask_prior import GlobalContext, MaskPriorGenerator
+from .mask_prior import GlobalContext, MaskPriorGenerator, TrackingContext
 from .random_init import randomize_
 from .sam2_adapter import FrameFeatures, TrackOutput, build_sam2, encode_frame, track_step
 
@@ -29,6 +32,16 @@ class MPGSAM2(nn.Module):
         self.mask_prior = MaskPriorGenerator(config.mask_prior, config.beit3, config.prompt_dim)
         self.aggregator = HierarchicalAggregator(config.aggregator, config.prompt_dim)
         self.sam2 = build_sam2(config.sam2)
+
+    def _apply(self, fn, recurse: bool = True):
+        # sam2 keeps its RoPE tables as plain attributes and moves them on first use, one copy per attention
+        # layer in the middle of tracking; they follow the weights instead.
+        super()._apply(fn, recurse)
+        for module in self.sam2.memory_attention.modules():
+            table = getattr(module, "freqs_cis", None)
+            if isinstance(table, torch.Tensor) and not table.is_meta:
+                module.freqs_cis = fn(table)
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -76,25 +89,51 @@ class MPGSAM2(nn.Module):
         """(T * (g/2)^2, C): the pixel-level fusion's keys, constant over a clip, so computed once."""
         return self.aggregator.merge_patches(context.mask_embeddings)
 
+    def tracking_context(self, contexts: Sequence[GlobalContext]) -> TrackingContext:
+        """The global contexts of K expressions over one clip, batched for :meth:`track_frame` (once per clip:
+        the pixel-level fusion's keys, the padding of shorter expressions, the pointers' temporal codes)."""
+        lengths = [c.text_features.shape[1] for c in contexts]
+        longest = max(lengths)
+        text = torch.stack(
+            [F.pad(c.text_features, (0, 0, 0, longest - c.text_features.shape[1])) for c in contexts]
+        )
+        padding = None
+        if min(lengths) < longest:
+            positions = torch.arange(longest, device=text.device)
+            padding = torch.stack([positions >= length for length in lengths])
+        first = contexts[0]
+        return TrackingContext(
+            priors=torch.stack([c.priors for c in contexts]),
+            mask_embeddings=torch.stack([c.mask_embeddings.flatten(0, 1) for c in contexts]),
+            merged_embeddings=torch.stack([self.merge_mask_embeddings(c) for c in contexts]),
+            sparse_prompts=torch.stack([c.sparse_prompts for c in contexts]),
+            text_features=text,
+            text_padding=padding,
+            pointer_codes=self.aggregator.pointer_codes(first.num_frames, first.priors.device),
+        )
+
     def track_frame(
         self,
         features: FrameFeatures,
-        context: GlobalContext,
-        merged_embeddings: torch.Tensor,
-        output_dict: dict,
+        context: TrackingContext,
+        memory_bank: dict,
         frame_index: int,
+        memory_dtype: torch.dtype | None = None,
+        points: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> TrackOutput:
-        """One frame, one expression; see :func:`mpgsam2.modeling.sam2_adapter.track_step`."""
+        """One frame for the K expressions of ``context`` at once; see
+        :func:`mpgsam2.modeling.sam2_adapter.track_step`. ``memory_dtype``: how memories are stored (the
+        configuration's, bfloat16, unless the device lacks it); ``points``: clicks on this frame."""
         return track_step(
             self.sam2,
             self.aggregator,
             features,
             context,
-            merged_embeddings,
-            output_dict,
+            memory_bank,
             frame_index,
             dense_prompt=self.config.mask_prior.dense_prompt,
-            memory_dtype=getattr(torch, self.config.sam2.memory_storage_dtype),
+            memory_dtype=memory_dtype or getattr(torch, self.config.sam2.memory_storage_dtype),
+            points=points,
         )
 
 

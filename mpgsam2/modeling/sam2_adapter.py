@@ -33,7 +33,7 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 
 from .aggregator import HierarchicalAggregator
 from .config import SAM2Config
-from .mask_prior import GlobalContext
+from .mask_prior import TrackingContext
 
 
 @contextlib.contextmanager
@@ -159,12 +159,12 @@ def encode_frame(sam: SAM2Base, image: torch.Tensor) -> FrameFeatures:
 
 @dataclass(frozen=True)
 class DecoderOutput:
-    """One frame's decoder output for one expression (batch 1, M = 3 multimask candidates)."""
+    """One frame's decoder output for K expressions (M = 3 multimask candidates)."""
 
-    multimask_logits: torch.Tensor  # (1, M, h, w) before object-score gating, h = w = 4 x embedding
-    iou: torch.Tensor  # (1, M) predicted IoU (sigmoid)
-    mask_tokens: torch.Tensor  # (1, M, C) output tokens of the candidates
-    object_score_logits: torch.Tensor  # (1, 1)
+    multimask_logits: torch.Tensor  # (K, M, h, w) before object-score gating, h = w = 4 x embedding
+    iou: torch.Tensor  # (K, M) predicted IoU (sigmoid)
+    mask_tokens: torch.Tensor  # (K, M, C) output tokens of the candidates
+    object_score_logits: torch.Tensor  # (K, 1)
 
 
 def decode_masks(
@@ -180,18 +180,19 @@ def decode_masks(
     """``MaskDecoder.predict_masks`` with the mask tokens fused before the two-way transformer.
 
     Args:
-        image_embedding: (1, C, h, w) after pixel-level fusion; image_pe: (1, C, h, w).
-        sparse: (1, N, C) prompt tokens; dense: (1, C, h, w).
-        high_res: SAM 2's two high-resolution feature maps.
-        fuse_mask_tokens: (1, 4, C) -> (1, 4, C), the object-level fusions.
+        image_embedding: (K, C, h, w) after pixel-level fusion; image_pe: (1, C, h, w).
+        sparse: (K, N, C) prompt tokens; dense: (K, C, h, w).
+        high_res: SAM 2's two high-resolution feature maps of the frame, (1, C', H', W') each.
+        fuse_mask_tokens: (1, 4, C) -> (K, 4, C), the object-level fusions.
         keep_single_mask_token: also return token 0's mask (M = 4), as the official image pre-training
             path uses; tracking drops it (M = 3).
     """
     mask_tokens = fuse_mask_tokens(decoder.mask_tokens.weight.unsqueeze(0))
+    batch = mask_tokens.shape[0]
     head_tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight]).unsqueeze(0)
-    tokens = torch.cat([head_tokens, mask_tokens, sparse.to(mask_tokens.dtype)], dim=1)
+    tokens = torch.cat([head_tokens.expand(batch, -1, -1), mask_tokens, sparse.to(mask_tokens.dtype)], dim=1)
     src = image_embedding + dense
-    batch, channels, height, width = src.shape
+    _, channels, height, width = src.shape
     hidden, src = decoder.transformer(src, image_pe, tokens)
     iou_token, mask_tokens_out = hidden[:, 1], hidden[:, 2 : 2 + decoder.num_mask_tokens]
 
@@ -214,11 +215,11 @@ def decode_masks(
 
 @dataclass(frozen=True)
 class TrackOutput:
-    """One frame's result for one expression, plus what the memory bank stores."""
+    """One frame's result for K expressions, plus what the memory bank stores."""
 
     decoder: DecoderOutput
-    dense_prompt: torch.Tensor | None  # (1, 1, h, w) the prior as the prompt encoder receives it
-    low_res_logits: torch.Tensor  # (1, 1, h, w) the chosen mask, gated (-1024 where no object)
+    dense_prompt: torch.Tensor | None  # (K, 1, h, w) the prior as the prompt encoder receives it
+    low_res_logits: torch.Tensor  # (K, 1, h, w) the chosen masks, gated (-1024 where no object)
     memory: dict  # the entry sam2's memory selection reads: maskmem_features, maskmem_pos_enc, obj_ptr
 
 
@@ -226,68 +227,84 @@ def track_step(
     sam: SAM2Base,
     aggregator: HierarchicalAggregator,
     features: FrameFeatures,
-    context: GlobalContext,
-    merged_embeddings: torch.Tensor,
-    output_dict: dict,
+    context: TrackingContext,
+    memory_bank: dict,
     frame_index: int,
     dense_prompt: bool = True,
     memory_dtype: torch.dtype = torch.bfloat16,
+    points: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> TrackOutput:
-    """Segment one frame for one expression and encode its memory.
+    """Segment one frame for the K expressions of ``context`` at once and encode their memory.
 
-    ``frame_index`` counts within the clip of ``context``; ``output_dict`` is sam2's memory bank
-    ``{"cond_frame_outputs": {...}, "non_cond_frame_outputs": {...}}`` of this expression, read here and
-    written by the caller. A frame tracked with an empty bank is the initial frame (no memory to attend to);
-    the conditioning frames are the bank's ``cond_frame_outputs``.
+    The expressions share the frame's image features and advance together through memory attention, the
+    aggregator and the decoder as one batch (one launch sequence for all of them); each has its own prompts,
+    global context and memories, so the result of each equals tracking it alone.
+
+    ``frame_index`` counts within the clip of ``context``; ``memory_bank`` is sam2's
+    ``{"cond_frame_outputs": {...}, "non_cond_frame_outputs": {...}}`` of the K expressions (tensors with a
+    batch of K), read here and written by the caller. A frame tracked with an empty bank is the initial frame
+    (no memory to attend to); the conditioning frames are the bank's ``cond_frame_outputs``.
+
+    ``points`` ((K, n, 2) coordinates in SAM 2's input, (K, n) labels: 1 positive, 0 negative) take the place
+    of the official model's two "no point" tokens in the sparse prompt (see :mod:`mpgsam2.inference.clicks`).
     """
-    num_frames = context.num_frames
-    is_initial = not (output_dict["cond_frame_outputs"] or output_dict["non_cond_frame_outputs"])
+    count, num_frames = context.num_expressions, context.num_frames
+    is_initial = not (memory_bank["cond_frame_outputs"] or memory_bank["non_cond_frame_outputs"])
+    top = features.vision_feats[-1]  # (HW, 1, C), shared by the expressions
     pixel = sam._prepare_memory_conditioned_features(
         frame_idx=frame_index,
         is_init_cond_frame=is_initial,
-        current_vision_feats=features.vision_feats[-1:],
-        current_vision_pos_embeds=features.vision_pos[-1:],
+        current_vision_feats=[top.expand(-1, count, -1)],
+        current_vision_pos_embeds=[features.vision_pos[-1].expand(-1, count, -1)],
         feat_sizes=features.feat_sizes[-1:],
-        output_dict=output_dict,
+        output_dict=memory_bank,
         num_frames=num_frames,
     )
-    pointers = {t: out["obj_ptr"][0] for part in output_dict.values() for t, out in part.items()}
-    conditioning = sorted(output_dict["cond_frame_outputs"])
-    object_memory = aggregator.object_memory(frame_index, num_frames, pointers, conditioning)
+    pointers = {t: out["obj_ptr"] for part in memory_bank.values() for t, out in part.items()}
+    # Only conditioning frames in the past give their pointers (SAM 2 at inference), as frame 0 does.
+    conditioning = sorted(t for t in memory_bank["cond_frame_outputs"] if t <= frame_index)
+    object_memory = aggregator.object_memory(
+        frame_index, num_frames, pointers, conditioning, context.pointer_codes
+    )
 
     device = pixel.device
     prompt_encoder = sam.sam_prompt_encoder
-    no_point = (torch.zeros(1, 1, 2, device=device), -torch.ones(1, 1, dtype=torch.int32, device=device))
+    if points is None:
+        points = (
+            torch.zeros(count, 1, 2, device=device),
+            -torch.ones(count, 1, dtype=torch.int32, device=device),
+        )
     prior_prompt = None
     if dense_prompt:
-        prior = context.priors[frame_index][None, None].float()
+        prior = context.priors[:, frame_index, None].float()
         prior_prompt = F.interpolate(
             prior, size=prompt_encoder.mask_input_size, mode="bilinear", align_corners=False, antialias=True
         )
-    sparse, dense = prompt_encoder(points=no_point, boxes=None, masks=prior_prompt)
-    sparse = torch.cat([sparse, context.sparse_prompts[frame_index][None, None].to(sparse.dtype)], dim=1)
+    sparse, dense = prompt_encoder(points=points, boxes=None, masks=prior_prompt)
+    sparse = torch.cat([sparse, context.sparse_prompts[:, frame_index, None].to(sparse.dtype)], dim=1)
     image_pe = prompt_encoder.get_dense_pe()
 
-    fused = aggregator.fuse_pixels(pixel, image_pe, merged_embeddings, context.text_features[frame_index])
-    all_embeddings = context.mask_embeddings.flatten(0, 1)
+    text = context.text_features[:, frame_index]
+    fused = aggregator.fuse_pixels(pixel, image_pe, context.merged_embeddings, text, context.text_padding)
     decoded = decode_masks(
         sam.sam_mask_decoder,
         fused,
         image_pe,
         sparse,
-        dense,
+        dense.expand(count, -1, -1, -1) if dense.shape[0] != count else dense,
         features.high_res,
-        lambda tokens: aggregator.fuse_mask_tokens(tokens, all_embeddings, object_memory),
+        lambda tokens: aggregator.fuse_mask_tokens(tokens, context.mask_embeddings, object_memory),
     )
 
-    is_object = decoded.object_score_logits > 0  # (1, 1)
+    is_object = decoded.object_score_logits > 0  # (K, 1)
     candidates = torch.where(is_object[:, :, None, None], decoded.multimask_logits, NO_OBJ_SCORE).float()
     best = torch.argmax(decoded.iou, dim=-1)
-    low_res = candidates[torch.arange(1, device=device), best].unsqueeze(1)
+    rows = torch.arange(count, device=device)
+    low_res = candidates[rows, best].unsqueeze(1)
     high_res = F.interpolate(
         low_res, size=(sam.image_size, sam.image_size), mode="bilinear", align_corners=False
     )
-    pointer = sam.obj_ptr_proj(decoded.mask_tokens[torch.arange(1, device=device), best])
+    pointer = sam.obj_ptr_proj(decoded.mask_tokens[rows, best])
     presence = is_object.to(pointer.dtype)
     pointer = presence * pointer + (1 - presence) * sam.no_obj_ptr
 

@@ -1,4 +1,4 @@
-"""Every output of a run, written from its :class:`~mpgsam2.pipeline.results.RunResult`: the overlay video
+"""Every output of a run, written from its :class:`~mpgsam2.pipeline.collector.RunResult`: the overlay video
 with the source audio, the presence timeline, the mask exports, a summary and one zip bundling the downloads."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from .. import export, render
 from ..timeline import presence_timeline_png
 from ..video_io import write_video
-from .results import RunResult
+from .collector import RunResult
 
 BUNDLE_NAME = "mpgsam2_results.zip"
 
@@ -64,6 +64,8 @@ class SegmentOutputs:
     warnings: tuple[str, ...] = ()
     source_width: int = 0  # the video's own size (larger than width x height when downscaled)
     source_height: int = 0
+    # The points that corrected expressions: {"expression", "frame", "x", "y", "positive"} each.
+    clicks: tuple[dict, ...] = ()
 
     def no_match_messages(self) -> list[str]:
         return [f'No match for "{s.expression}" in any frame.' for s in self.summaries if s.no_match]
@@ -155,10 +157,16 @@ def write_outputs(
     export.save_binary_mask_pngs(masks_dir, masks, texts, frame_names=names)
 
     summaries = summarise(result)
+    clicks = tuple(
+        {"expression": texts[k], **click.to_dict()}
+        for k in sorted(result.clicks)
+        for click in result.clicks[k]
+    )
     summary_json = folder / "summary.json"
     summary = {
         "video": {"frames": done, "fps": clip.fps, "width": clip.width, "height": clip.height},
         "expressions": [asdict(s) | {"no_match": s.no_match} for s in summaries],
+        "clicks": list(clicks),
         "warnings": list(result.notes),
     }
     summary_json.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -187,4 +195,5 @@ def write_outputs(
         warnings=result.notes,
         source_width=clip.source.width,
         source_height=clip.source.height,
+        clicks=clicks,
     )

@@ -2,7 +2,7 @@
 Python users.
 
 decode (:func:`~mpgsam2.pipeline.clips.load_clip`) -> the model's loop (:func:`frame_results`, one compact
-:class:`~mpgsam2.pipeline.results.FrameMasks` per frame) -> :class:`~mpgsam2.pipeline.results.ResultCollector`
+:class:`~mpgsam2.inference.results.FrameResult` per frame) -> :class:`~mpgsam2.pipeline.collector.ResultCollector`
 (frame views as frames finish) -> :func:`~mpgsam2.pipeline.outputs.write_outputs`.
 
 :func:`iter_segment_video` reports each finished frame as it goes and can stop early: the outputs then cover
@@ -15,17 +15,21 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..expressions import clean_expression
+from ..inference.clicks import Click, check_clicks
+from ..inference.results import FrameResult
 from ..tokenizer import EncodedExpression
 from ..video_io import Clip
 from .clips import SegmentOptions, load_clip
+from .collector import FrameDone, ResultCollector
 from .outputs import SegmentOutputs, write_outputs
-from .results import FrameDone, FrameMasks, ResultCollector
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +53,20 @@ class RunOutOfMemory(RunInterrupted):
     """The device ran out of memory; its cache was freed and the message says what to reduce."""
 
 
+#: How running out of device memory reads when the allocator fails inside a library: cuBLAS and cuDNN create
+#: their workspaces lazily, and report the failed allocation as their own error.
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for CUDA's ``OutOfMemoryError`` and the plain out-of-memory errors of other devices (MPS)."""
+    """True for CUDA's ``OutOfMemoryError``, the plain out-of-memory errors of other devices (MPS), and the
+    allocation failures that surface as cuBLAS or cuDNN errors."""
     import torch
 
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(text in message for text in _OUT_OF_MEMORY_MESSAGES)
 
 
 def free_device_memory() -> None:
@@ -94,23 +105,33 @@ def frame_results(
     expressions: Sequence[EncodedExpression] | Sequence[str],
     clip_length: int | None = None,
     should_stop: StopFn | None = None,
-) -> Iterator[FrameMasks]:
-    """The model's loop over a clip: one :class:`FrameMasks` per frame, in order.
+    clicks: Mapping[int, Sequence[Click]] | None = None,
+) -> Iterator[FrameResult]:
+    """The model's loop over a clip: one :class:`FrameResult` (masks packed, no logits) per frame, in order,
+    then, for each expression with clicks (by index), its re-tracked frames from the earliest click on.
 
     ``should_stop`` is polled after each frame; when it returns True the loop ends there (the device is
     released at once, without waiting for the rest of the clip).
     """
-    results = predictor.iter_segment(frames, expressions, clip_length=clip_length)
+    if clicks:
+        if clip_length is not None:
+            raise ValueError("Points correct a whole clip's track: run without clip_length (--clip-length).")
+        session = predictor.init_session(frames, expressions, keep_memories=True)
+        loops = [predictor.propagate(session), *(predictor.refine(session, k, c) for k, c in clicks.items())]
+    else:
+        loops = [predictor.iter_segment(frames, expressions, clip_length=clip_length)]
+    done = 0
     try:
-        for done, result in enumerate(results, 1):
-            yield FrameMasks.pack(result.frame_index, result.masks, result.object_scores, result.priors)
-            if done < len(frames) and should_stop is not None and should_stop():
-                logger.info("stopped after %d of %d frames", done, len(frames))
-                return
+        for loop in loops:
+            for result in loop:
+                yield result
+                done += 1
+                if done < len(frames) and should_stop is not None and should_stop():
+                    logger.info("stopped after %d of %d frames", done, len(frames))
+                    return
     finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()
+        for loop in loops:
+            loop.close()
 
 
 def segment_video(
@@ -122,6 +143,7 @@ def segment_video(
     progress: ProgressFn | None = None,
     clip: Clip | None = None,
     should_stop: StopFn | None = None,
+    clicks: Mapping[str, Sequence[Click]] | None = None,
 ) -> SegmentOutputs:
     """Run MPG-SAM 2 on a video file and write every output into ``out_dir``.
 
@@ -133,9 +155,12 @@ def segment_video(
         clip: frames already decoded with :func:`load_clip` (skips decoding again).
         should_stop: polled after each frame; when it returns True the run stops and writes the outputs of
             the frames finished so far (see :func:`iter_segment_video`).
+        clicks: expression -> points that correct its target (each expression is re-tracked from its
+            earliest clicked frame; see :meth:`mpgsam2.VideoPredictor.refine`).
     """
     outputs = None
-    for event in iter_segment_video(predictor, video, expressions, out_dir, options, clip, should_stop):
+    events = iter_segment_video(predictor, video, expressions, out_dir, options, clip, should_stop, clicks)
+    for event in events:
         if isinstance(event, SegmentOutputs):
             outputs = event
         elif progress is not None:
@@ -152,6 +177,7 @@ def iter_segment_video(
     options: SegmentOptions | None = None,
     clip: Clip | None = None,
     should_stop: StopFn | None = None,
+    clicks: Mapping[str, Sequence[Click]] | None = None,
 ) -> Iterator[FrameDone | SegmentOutputs]:
     """Run MPG-SAM 2 like :func:`segment_video`, yielding a :class:`FrameDone` per frame, then the outputs.
 
@@ -170,18 +196,54 @@ def iter_segment_video(
     encoded = predictor.encode(expressions)
     clip = clip if clip is not None else load_clip(video, options)
     notes = expression_notes(encoded, predictor.tokenizer.max_tokens)
-    collector = ResultCollector(clip, [item.text for item in encoded], Path(out_dir), options.view_height)
+    texts = [item.text for item in encoded]
+    by_index = clicks_by_expression(texts, clicks or {}, clip)
+    collector = ResultCollector(clip, texts, Path(out_dir), options.view_height)
+    collector.clicks = {k: list(v) for k, v in by_index.items()}
+    failure = None
     try:
-        for frame in frame_results(predictor, clip.frames, encoded, options.clip_length, should_stop):
+        frames = frame_results(predictor, clip.frames, encoded, options.clip_length, should_stop, by_index)
+        for frame in frames:
             yield collector.add(frame)
-    except Exception as failure:  # the model failed part-way: keep what is done, then say what happened
-        raise run_interrupted(failure, collector, notes, video, options, started) from failure
+    except Exception as error:  # the model failed part-way: keep what is done, then say what happened
+        # As text: a log record holding the error would hold its traceback, and the run's tensors with it.
+        logger.error("the model's loop failed:\n%s", traceback.format_exc())
+        failure = LoopFailure(is_out_of_memory(error), f"{type(error).__name__}: {error}")
+    if failure is not None:
+        # Raised out here, unchained: the error's traceback holds the session's tensors (through the frames of
+        # the model's loop), and the device's memory can only be freed once it is gone.
+        raise run_interrupted(failure, collector, notes, video, options, started)
     outputs = write_outputs(collector.result(notes), out_dir, video, options.opacity)
     yield replace(outputs, seconds=time.monotonic() - started)
 
 
+def clicks_by_expression(
+    texts: Sequence[str], clicks: Mapping[str, Sequence[Click]], clip: Clip
+) -> dict[int, list[Click]]:
+    """Clicks keyed by expression text (cleaned like the expressions, case ignored) -> by expression index,
+    each checked to be on a frame of the clip and inside it."""
+    index = {text.casefold(): k for k, text in enumerate(texts)}
+    by_index: dict[int, list[Click]] = {}
+    for text, points in clicks.items():
+        k = index.get(clean_expression(text).casefold())
+        if k is None:
+            names = ", ".join(f'"{t}"' for t in texts)
+            raise ValueError(f'Points are given for "{text}", which is not one of the expressions ({names}).')
+        by_index.setdefault(k, []).extend(check_clicks(points, clip.num_frames, clip.height, clip.width))
+    return by_index
+
+
+@dataclass(frozen=True)
+class LoopFailure:
+    """What a failure of the model's loop was, without the error itself: its traceback holds the session's
+    tensors, and it cannot cross a process boundary (a ZeroGPU worker) with its details."""
+
+    out_of_memory: bool
+    error: str  # "<type>: <message>"
+
+
 def run_interrupted(
-    failure: BaseException,
+    failure: LoopFailure,
     collector: ResultCollector,
     notes: list[str],
     video: str | os.PathLike | None,
@@ -189,7 +251,7 @@ def run_interrupted(
     started: float,
 ) -> RunInterrupted:
     """The error to raise for a run that failed part-way, with complete outputs for the frames done."""
-    out_of_memory = is_out_of_memory(failure)
+    out_of_memory = failure.out_of_memory
     if out_of_memory:
         free_device_memory()
     done, total = collector.done, collector.clip.num_frames
@@ -207,6 +269,4 @@ def run_interrupted(
             f"resolution (max_side) or the number of expressions.{kept}",
             outputs,
         )
-    return RunInterrupted(
-        f"The run failed after {done} of {total} frames ({type(failure).__name__}: {failure}).{kept}", outputs
-    )
+    return RunInterrupted(f"The run failed after {done} of {total} frames ({failure.error}).{kept}", outputs)

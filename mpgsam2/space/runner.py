@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, replace
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.results import FrameResult
 from ..pipeline.clips import load_clip
+from ..pipeline.collector import FrameDone, ResultCollector
 from ..pipeline.outputs import SegmentOutputs, write_outputs
-from ..pipeline.results import FrameDone, FrameMasks, ResultCollector
-from ..pipeline.run import expression_notes, frame_results, free_device_memory, is_out_of_memory
+from ..pipeline.run import LoopFailure, expression_notes, frame_results, free_device_memory, is_out_of_memory
 from ..tokenizer import EncodedExpression
 from ..video_io import VideoReadError
 from .estimates import Job, TimingLog
@@ -40,14 +42,6 @@ class RunError(Exception):
 
 
 @dataclass(frozen=True)
-class LoopFailure:
-    """The model's loop failed on the device (sent as the last item instead of raising)."""
-
-    out_of_memory: bool
-    error: str  # "<type>: <message>", for the log and for messages
-
-
-@dataclass(frozen=True)
 class Finished:
     """A run's outputs (possibly of the frames done before a stop or a failure)."""
 
@@ -56,7 +50,7 @@ class Finished:
 
 
 #: The app's GPU entry: (job, frames file, encoded expressions, stop flag) -> per-frame results.
-DeviceLoop = Callable[[Job, str, Sequence[EncodedExpression], str], Iterator["FrameMasks | LoopFailure"]]
+DeviceLoop = Callable[[Job, str, Sequence[EncodedExpression], str], Iterator["FrameResult | LoopFailure"]]
 
 
 def device_loop(
@@ -65,9 +59,9 @@ def device_loop(
     expressions: Sequence[EncodedExpression],
     clip_length: int | None,
     stop_flag: str | os.PathLike,
-) -> Iterator[FrameMasks | LoopFailure]:
+) -> Iterator[FrameResult | LoopFailure]:
     """The GPU part of a run: the model's loop over the frames saved in ``frames_file`` (read memory-mapped),
-    one :class:`FrameMasks` per frame, ending early when ``stop_flag`` exists; a failure ends it with a
+    one :class:`FrameResult` per frame, ending early when ``stop_flag`` exists; a failure ends it with a
     :class:`LoopFailure` (after freeing the device's cache when it ran out of memory)."""
     frames = np.load(frames_file, mmap_mode="r")
     failure = None
@@ -75,7 +69,8 @@ def device_loop(
         yield from frame_results(predictor, frames, expressions, clip_length, Path(stop_flag).exists)
     except Exception as error:
         failure = LoopFailure(is_out_of_memory(error), f"{type(error).__name__}: {error}")
-        logger.exception("the model's loop failed")
+        # As text: a log record holding the error would hold its traceback, and the run's tensors with it.
+        logger.error("the model's loop failed:\n%s", traceback.format_exc())
     if failure is not None:
         # Out of the except block, so that the traceback (and the run's tensors it holds) is gone.
         if failure.out_of_memory:

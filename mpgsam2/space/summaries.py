@@ -44,7 +44,23 @@ def summary_text(outputs: SegmentOutputs, seconds: float | None = None, untraine
         if item.absent_spans_s:
             text += f"; not visible {_spans_text(item.absent_spans_s)}"
         lines.append(text + ".")
+    if outputs.clicks:
+        lines.append("Corrected with points: " + clicks_text(outputs.clicks, outputs.expressions) + ".")
     return "\n".join(lines)
+
+
+def clicks_text(clicks: Sequence[dict], expressions: Sequence[str]) -> str:
+    """``[blue] "the ball": frame 12 at (320, 180) +, frame 14 at (300, 170) -; ...`` (+ target, - not it)."""
+    parts = []
+    for k, text in enumerate(expressions):
+        points = [c for c in clicks if c["expression"] == text]
+        if points:
+            listed = ", ".join(
+                f"frame {c['frame']} at ({c['x']:.0f}, {c['y']:.0f}) {'+' if c['positive'] else '-'}"
+                for c in points
+            )
+            parts.append(f'[{color_name(k, len(expressions))}] "{text}": {listed}')
+    return "; ".join(parts)
 
 
 def result_json(
@@ -81,6 +97,7 @@ def result_json(
             }
             for k, item in enumerate(outputs.summaries)
         ],
+        "clicks": list(outputs.clicks),
         "warnings": list(outputs.warnings),
         "messages": [*outputs.warnings, *outputs.no_match_messages()],
     }

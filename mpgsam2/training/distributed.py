@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,17 +64,36 @@ def wrap_distributed(
 
 
 class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (also for one process) that can start an epoch part-way, after a resume."""
+    """``DistributedSampler`` (also for one process) that can start an epoch part-way after a resume, with
+    any number of processes.
+
+    An epoch's order is one permutation of the dataset, the same for every number of processes (seeded by
+    the seed and the epoch, as ``DistributedSampler``'s). The processes take it in consecutive blocks of
+    ``batch_size x processes`` samples, so a run that stopped after ``consumed`` samples resumes by skipping
+    them and dealing out the rest: nothing is repeated or skipped when the number of processes changes
+    (the last batch is padded with the first samples, as ``DistributedSampler`` pads).
+    """
 
     def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.start = 0
+        self.consumed = 0  # samples of this epoch's order already trained on, by any number of processes
+
+    def order(self) -> list[int]:
+        """This epoch's permutation of the dataset."""
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start :])
+        remaining = self.order()[self.consumed :]
+        if not remaining:
+            return iter([])
+        total = math.ceil(len(remaining) / self.num_replicas) * self.num_replicas
+        padding = (remaining * math.ceil(total / len(remaining)))[: total - len(remaining)]
+        return iter((remaining + padding)[self.rank :: self.num_replicas])
 
     def __len__(self) -> int:
-        return max(0, self.num_samples - self.start)
+        return math.ceil(max(0, len(self.dataset) - self.consumed) / self.num_replicas)
 
 
 def barrier(context: DistributedContext) -> None:

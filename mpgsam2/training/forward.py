@@ -13,6 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..datasets import TrainingClip
 from ..devices import autocast, parse_dtype
+from ..inference.session import empty_memory_bank
 from ..modeling.model import MPGSAM2
 from ..modeling.sam2_adapter import FrameFeatures, decode_masks
 from .losses import OFFICIAL_WEIGHTS, LossWeights, clip_losses, count_visible_frames
@@ -71,19 +72,17 @@ def video_forward(model: MPGSAM2, clip: TrainingClip, checkpoint_frames: bool = 
         checkpoint_frames: recompute each frame's tracking step in the backward pass (saves memory).
     """
     context, _ = model.encode_clip(clip.beit_images, clip.input_ids, clip.text_padding)
-    merged = model.merge_mask_embeddings(context)
-    output_dict: dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+    tracking = model.tracking_context([context])
+    bank = empty_memory_bank()
     low_res, object_scores = [], []
     for t, features in enumerate(encode_frames_trainable(model, clip.sam_images)):
         if checkpoint_frames and torch.is_grad_enabled():
             # A snapshot of the bank: the recomputation must see the same (past) memories.
-            snapshot = {part: dict(entries) for part, entries in output_dict.items()}
-            output = checkpoint(
-                model.track_frame, features, context, merged, snapshot, t, use_reentrant=False
-            )
+            snapshot = {part: dict(entries) for part, entries in bank.items()}
+            output = checkpoint(model.track_frame, features, tracking, snapshot, t, use_reentrant=False)
         else:
-            output = model.track_frame(features, context, merged, output_dict, t)
-        output_dict["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = output.memory
+            output = model.track_frame(features, tracking, bank, t)
+        bank["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = output.memory
         low_res.append(output.low_res_logits)
         object_scores.append(output.decoder.object_score_logits.reshape(1))
     return ClipOutput(
@@ -158,8 +157,8 @@ def image_forward(model: MPGSAM2, clip: TrainingClip) -> ClipOutput:
     sparse, dense = prompt_encoder(points=None, boxes=None, masks=prior_prompt)
     sparse = torch.cat([sparse, context.sparse_prompts[0][None, None].to(sparse.dtype)], dim=1)
     image_pe = prompt_encoder.get_dense_pe()
-    fused = aggregator.fuse_pixels(pixel, image_pe, merged, context.text_features[0])
-    all_embeddings = context.mask_embeddings.flatten(0, 1)
+    fused = aggregator.fuse_pixels(pixel, image_pe, merged[None], context.text_features[:1])
+    all_embeddings = context.mask_embeddings.flatten(0, 1)[None]
     masks, _, _, object_score = decode_all_masks(
         sam.sam_mask_decoder,
         fused,
@@ -221,13 +220,17 @@ class TrainingForward(nn.Module):
 
 
 def forward_backward(
-    module: nn.Module, clips: Sequence[TrainingClip], device: torch.device | str
+    module: nn.Module,
+    clips: Sequence[TrainingClip],
+    device: torch.device | str,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor]:
     """One forward and backward pass of a batch (gradients accumulate in the parameters' ``.grad``).
 
     ``module`` is a :class:`TrainingForward`, or ``DistributedDataParallel`` around one: then ``num_boxes``
     is averaged over the processes and the gradients are averaged by DDP, which together equal one process
-    running the whole global batch. Returns the detached losses of this process's batch.
+    running the whole global batch. With ``scaler`` (fp16), the loss is scaled before the backward pass, so
+    that small gradients do not underflow. Returns the detached losses of this process's batch.
     """
     clips = [c.to(device) for c in clips]
     num_boxes = count_visible_frames([c.visible for c in clips])
@@ -235,5 +238,5 @@ def forward_backward(
     if not torch.isfinite(losses["loss"]):
         sources = ", ".join(c.source for c in clips)
         raise FloatingPointError(f"Non-finite loss {losses['loss'].item()} on {sources}; stopping.")
-    losses["loss"].backward()
+    (scaler.scale(losses["loss"]) if scaler is not None else losses["loss"]).backward()
     return {name: value.detach() for name, value in losses.items()}

@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..datasets import ClipTransform, build_training_set, collate_clips
+from ..devices import parse_dtype
 from ..modeling.model import MPGSAM2
 from .distributed import (
     DistributedContext,
@@ -105,10 +106,14 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             schedule.find_unused_parameters,
         )
 
-        progress = {"step": 0, "epoch": 0, "batch": 0}
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
+        scaler = None
+        if parse_dtype(schedule.precision) == torch.float16:
+            scaler = torch.amp.GradScaler(context.device.type)
+        progress = {"step": 0, "epoch": 0, "samples": 0}
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
         if source is not None:
-            progress = load_progress(source, model, optimizer, context)
+            progress = load_progress(source, model, optimizer, context, scaler)
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
@@ -117,21 +122,31 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         window: list[dict[str, float]] = []
         step, checkpoint_dir = progress["step"], source
         steps_per_epoch = math.ceil(len(sampler) / schedule.batch_size)
+        # Samples of an epoch's order that one optimiser step consumes, over all processes.
+        per_step = schedule.batch_size * context.world_size
         done = schedule.max_steps is not None and step >= schedule.max_steps
         epoch = progress["epoch"]
         while epoch < schedule.epochs and not done:
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
-            first_batch = progress["batch"] if epoch == progress["epoch"] else 0
-            sampler.start = first_batch * schedule.batch_size
+            consumed = progress["samples"] if epoch == progress["epoch"] else 0
+            sampler.consumed = consumed
+            first_batch = consumed // per_step
             tick = time.time()
             batch_index = first_batch
             for batch_index, clips in enumerate(loader, start=first_batch):
+                consumed += per_step
                 optimizer.zero_grad(set_to_none=True)
-                losses = forward_backward(module, clips, context.device)
+                losses = forward_backward(module, clips, context.device, scaler)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)  # clipping sees the real gradients
                 if config.optim.clip_max_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_max_norm)
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped when the gradients overflowed
+                    scaler.update()
+                else:
+                    optimizer.step()
                 step += 1
                 values = {name: float(value) for name, value in losses.items()}
                 history.append(values)
@@ -156,11 +171,11 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 done = schedule.max_steps is not None and step >= schedule.max_steps
                 periodic = schedule.save_every_steps and step % schedule.save_every_steps == 0
                 if periodic or done:
-                    position = {"step": step, "epoch": epoch, "batch": batch_index + 1}
-                    if batch_index + 1 >= steps_per_epoch:
-                        position = {"step": step, "epoch": epoch + 1, "batch": 0}
+                    position = {"step": step, "epoch": epoch, "samples": consumed}
+                    if consumed >= len(dataset):
+                        position = {"step": step, "epoch": epoch + 1, "samples": 0}
                     checkpoint_dir = _save(
-                        output_dir, model, optimizer, position, config, tokenizer_file, context
+                        output_dir, model, optimizer, position, config, tokenizer_file, context, scaler
                     )
                 if done:
                     break
@@ -170,10 +185,11 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     output_dir,
                     model,
                     optimizer,
-                    {"step": step, "epoch": epoch, "batch": 0},
+                    {"step": step, "epoch": epoch, "samples": 0},
                     config,
                     tokenizer_file,
                     context,
+                    scaler,
                 )
         summary = {
             "steps": step,
@@ -203,11 +219,12 @@ def _save(
     config: TrainConfig,
     tokenizer_file: Path,
     context: DistributedContext,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     folder = output_dir / f"checkpoint-{progress['step']}"
     rng_states = gather_rng_states(context)
     if context.is_main:
-        save_checkpoint(folder, model, optimizer, progress, config, tokenizer_file, rng_states)
+        save_checkpoint(folder, model, optimizer, progress, config, tokenizer_file, rng_states, scaler)
         prune_checkpoints(output_dir, config.schedule.keep_checkpoints)
         logger.info("Saved %s", folder)
     barrier(context)

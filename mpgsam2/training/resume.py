@@ -69,8 +69,10 @@ def save_checkpoint(
     config: TrainConfig,
     tokenizer_file: Path,
     rng_states: list[dict] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
-    """Model (Hugging Face layout), tokenizer, optimizer state, progress and random states, in one folder.
+    """Model (Hugging Face layout), tokenizer, optimizer state, progress, random states and the fp16 loss
+    scale, in one folder.
 
     ``rng_states``: one per process (rank order); default: this process's.
     """
@@ -78,6 +80,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, tokenizer_file)
     state = {"optimizer": optimizer.state_dict(), "progress": progress, "rng": rng_states or [_rng_state()]}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     torch.save(state, tmp / STATE_FILE)
     (tmp / "train_config.json").write_text(json.dumps(config.raw, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
@@ -105,11 +109,19 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
 
 
 def load_progress(
-    folder: Path, model: MPGSAM2, optimizer: torch.optim.Optimizer, context: DistributedContext
+    folder: Path,
+    model: MPGSAM2,
+    optimizer: torch.optim.Optimizer,
+    context: DistributedContext,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict:
+    """Load a checkpoint's weights and training state into ``model``, ``optimizer`` (and ``scaler``); returns
+    the run's position: ``{"step", "epoch", "samples"}`` (samples of the epoch's order consumed)."""
     load_official_state_dict(model, read_weights(weights_file(folder)))
     saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
+    if scaler is not None and "scaler" in saved:
+        scaler.load_state_dict(saved["scaler"])
     states = saved.get("rng") or []
     if len(states) == context.world_size:
         _set_rng_state(states[context.rank])
@@ -119,4 +131,8 @@ def load_progress(
             len(states),
             context.world_size,
         )
-    return saved["progress"]
+    progress = dict(saved["progress"])
+    if "samples" not in progress:  # written before the position was counted in samples of the epoch's order
+        train = json.loads((folder / "train_config.json").read_text()).get("train", {})
+        progress["samples"] = progress.pop("batch", 0) * int(train.get("batch_size", 1)) * max(1, len(states))
+    return progress

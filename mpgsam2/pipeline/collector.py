@@ -1,59 +1,26 @@
-"""A run's results as they arrive: compact per-frame results, the frames done, and the one typed value
-(:class:`RunResult`) from which every output is written.
+"""A run's results as they arrive: the frames done, and the one typed value (:class:`RunResult`) from which
+every output is written.
 
-:class:`FrameMasks` is what the model's loop hands over per frame (packed masks, scores, priors): small enough
-to cross a process boundary (a ZeroGPU worker) at every frame. :class:`ResultCollector` receives them in the
-process that writes the outputs, places each by its frame index, draws its frame view at once (so a user
-interface can show it) and gives the :class:`RunResult` of the frames done at any time: after the last
-frame, after Stop, or after a failure part-way.
+The model's loop hands over one :class:`~mpgsam2.inference.results.FrameResult` per frame (packed masks,
+scores, priors): small enough to cross a process boundary (a ZeroGPU worker) at every frame.
+:class:`ResultCollector` receives them in the process that writes the outputs, places each by its frame
+index, draws its frame view at once (so a user interface can show it) and gives the :class:`RunResult` of
+the frames done at any time: after the last frame, after Stop, or after a failure part-way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .. import render
+from ..inference.results import FrameResult
 from ..video_io import Clip
 
 RGB = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class FrameMasks:
-    """One frame's results for K expressions (frame H x W, prior grid g x g)."""
-
-    frame_index: int  # position in the decoded clip
-    packed_masks: np.ndarray  # (K, ceil(H * W / 8)) uint8: np.packbits of the (K, H * W) masks
-    height: int
-    width: int
-    object_scores: np.ndarray  # (K,) float32 object-score logits (> 0: the target is visible)
-    priors: np.ndarray  # (K, g, g) float16 prior-mask probabilities
-
-    @classmethod
-    def pack(
-        cls, frame_index: int, masks: np.ndarray, object_scores: np.ndarray, priors: np.ndarray
-    ) -> FrameMasks:
-        """From (K, H, W) bool masks, (K,) scores and (K, g, g) priors."""
-        count, height, width = masks.shape
-        return cls(
-            frame_index=int(frame_index),
-            packed_masks=np.packbits(masks.reshape(count, height * width), axis=1),
-            height=height,
-            width=width,
-            object_scores=np.asarray(object_scores, dtype=np.float32),
-            priors=np.asarray(priors, dtype=np.float16),
-        )
-
-    @property
-    def masks(self) -> np.ndarray:
-        """(K, H, W) bool."""
-        count = self.packed_masks.shape[0]
-        flat = np.unpackbits(self.packed_masks, axis=1, count=self.height * self.width)
-        return flat.reshape(count, self.height, self.width).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -79,6 +46,7 @@ class RunResult:
     frames_requested: int  # frames the options selected; more than T when the run stopped early
     # Things the user should know (frames downscaled, expressions cut, a run cut off): plain text.
     notes: tuple[str, ...] = ()
+    clicks: dict[int, tuple] = field(default_factory=dict)  # expression -> the clicks that corrected it
 
     @property
     def num_frames(self) -> int:
@@ -110,25 +78,39 @@ class ResultCollector:
         self.view_height = view_height
         self.masks = np.zeros((count, clip.num_frames, clip.height, clip.width), dtype=bool)
         self.object_scores = np.zeros((count, clip.num_frames), dtype=np.float32)
+        self.priors: np.ndarray | None = None  # (K, T, g, g) float16, to draw a frame's view again
         self.views: dict[int, Path] = {}
+        self.clicks: dict[int, list] = {}  # expression -> the clicks that corrected it
 
     @property
     def done(self) -> int:
         return len(self.views)
 
-    def add(self, frame: FrameMasks) -> FrameDone:
-        """Keep ``frame``'s results at its frame index and draw its frame view."""
+    def add(self, frame: FrameResult) -> FrameDone:
+        """Keep ``frame``'s results at its frame index (for the expressions it has: all of them, or a
+        refinement's one) and draw the frame's view."""
         t = frame.frame_index
         if not 0 <= t < self.clip.num_frames:
             raise ValueError(f"Frame {t} is not in this run's {self.clip.num_frames} frames.")
-        expected = (len(self.expressions), self.clip.height, self.clip.width)
+        rows = (
+            list(frame.expressions) if frame.expressions is not None else list(range(len(self.expressions)))
+        )
+        expected = (len(rows), self.clip.height, self.clip.width)
         masks = frame.masks
         if masks.shape != expected:
             raise ValueError(f"Frame {t} has masks {masks.shape}; this run's are {expected}.")
-        self.masks[:, t] = masks
-        self.object_scores[:, t] = frame.object_scores
+        if self.priors is None:
+            grid = frame.priors.shape[1:]
+            self.priors = np.zeros((len(self.expressions), self.clip.num_frames, *grid), dtype=np.float16)
+        self.masks[rows, t] = masks
+        self.object_scores[rows, t] = frame.object_scores
+        self.priors[rows, t] = frame.priors
         view = render.frame_view(
-            self.clip.frames[t], frame.priors.astype(np.float32), masks, self.colors, self.view_height
+            self.clip.frames[t],
+            self.priors[:, t].astype(np.float32),
+            self.masks[:, t],
+            self.colors,
+            self.view_height,
         )
         path = self.views_dir / f"frame_{t:05d}.jpg"
         Image.fromarray(view).save(path, quality=88)
@@ -156,4 +138,5 @@ class ResultCollector:
             frame_views=tuple(self.views[t] for t in order),
             frames_requested=self.clip.num_frames,
             notes=(*clip.notes, *notes),
+            clicks={k: tuple(v) for k, v in self.clicks.items()},
         )
