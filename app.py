@@ -124,7 +124,9 @@ def segment_on_gpu(
 ) -> Iterator[FrameResult | space.LoopFailure]:
     """The one GPU entry: the model's loop only, frame by frame."""
     predictor = MODELS.get(job.model)
-    yield from space.device_loop(predictor, frames_file, expressions, job.options.clip_length, stop_flag)
+    yield from space.device_loop(
+        predictor, frames_file, expressions, job.options.clip_length, stop_flag, job.clicks
+    )
 
 
 RUNNER = space.Runner(
@@ -192,12 +194,13 @@ def run(
     fps: float | None,
     max_frames: float | None,
     opacity: float | None,
+    points: str | None,
     request: gr.Request,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
 ) -> Iterator[tuple[str, str | None, space.Finished | None]]:
-    """The page's Run button: the status and the newest frame view while it works, then the summary, the
-    first frame view and the run's result (which ``show_results`` then shows)."""
-    job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity)
+    """The page's Run (and Re-track) button: the status and the newest frame view while it works, then the
+    summary, the first frame view and the run's result (which ``show_results`` then shows)."""
+    job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points)
     count = len(job.expressions)
     yield f"Starting: about {job.frames} frames x {count} expression{'s' if count != 1 else ''}.", None, None
     shown = 0.0
@@ -226,6 +229,7 @@ def segment(
     fps: float = 0,
     max_frames: float = space.DEFAULT_MAX_FRAMES,
     opacity: float = 0.5,
+    points: str | None = None,
     request: gr.Request | None = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008
 ) -> tuple[str, str, str, str, str, dict[str, Any]]:
@@ -240,6 +244,9 @@ def segment(
         fps: frames per second to process; 0 keeps the video's own rate.
         max_frames: process at most this many frames.
         opacity: mask opacity in the overlay video, from 0 to 1.
+        points: clicks that correct a target, one per line: EXPRESSION:FRAME:X,Y (":neg" at the end for "not
+            the target"), frames counted from 0 in the processed frames, X and Y in their pixels; each clicked
+            expression is re-tracked from its earliest clicked frame.
 
     Returns:
         The overlay video (H.264 mp4 at the processed frame rate, with the source audio), a zip bundling the
@@ -247,7 +254,7 @@ def segment(
         JSON, the presence timeline (PNG), and a summary (per expression: frames with a mask, first and last
         visible time, spans where it is not visible, and whether it matched nothing).
     """
-    job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity)
+    job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points)
     for event in _execute(job, request.session_hash if request is not None else None, progress):
         if isinstance(event, space.Finished):
             outputs = event.outputs
@@ -290,10 +297,11 @@ def validate(
     fps: float | None,
     max_frames: float | None,
     opacity: float | None,
+    points: str | None = None,
 ) -> list[dict[str, Any]]:
     """Gradio's validator: runs before the job is queued, so impossible requests cost no GPU time."""
     try:
-        _check(video, expressions, model, start_s, end_s, fps, max_frames, opacity)
+        _check(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points)
     except space.InputError as error:
         return [
             gr.validate(name not in error.problems, error.problems.get(name, "")) for name in space.FIELDS
@@ -311,6 +319,36 @@ def estimate(*form: Any) -> str:
         models=MODEL_CHOICES,
         max_gpu_seconds=MAX_GPU_SECONDS,
     )
+
+
+def add_point(
+    points: str | None, index: float, negative: bool, finished: space.Finished | None, event: gr.SelectData
+) -> str:
+    """A click on the frame view: the row names the expression, the place is where its target is (or, with
+    ``negative``, is not); the point joins the points box as a line ``EXPRESSION:FRAME:X,Y[:neg]``."""
+    if finished is None or not finished.outputs.prior_views:
+        raise _error("Run first; then click on the frame view to correct a target.")
+    outputs = finished.outputs
+    frame = min(max(int(index or 0), 0), len(outputs.prior_views) - 1)
+    x, y = event.index
+    try:
+        line = space.point_from_view(
+            outputs.prior_views[frame],
+            outputs.expressions,
+            frame,
+            outputs.width,
+            outputs.height,
+            x,
+            y,
+            not negative,
+        )
+    except space.PointError as error:
+        raise _error(str(error)) from None
+    return "\n".join([*(points or "").strip().splitlines(), line])
+
+
+def undo_point(points: str | None) -> str:
+    return "\n".join((points or "").strip().splitlines()[:-1])
 
 
 def show_frame(index: float, frames: list[str] | None) -> str | None:
@@ -389,6 +427,28 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
                     interactive=False,
                     elem_id="frame-view",
                 )
+                with gr.Accordion("Correct a target: click on the frame view", open=True):
+                    gr.Markdown(
+                        "Click where a target is (in any panel of its row) to add a point; tick the box first "
+                        "to mark where it is **not**. Then re-track: each corrected expression is followed again "
+                        "from its first clicked frame."
+                    )
+                    points_in = gr.Textbox(
+                        "",
+                        label="Points: EXPRESSION:FRAME:X,Y (':neg' at the end: not the target)",
+                        placeholder="the yellow ball:12:320,180",
+                        lines=2,
+                        elem_id="points",
+                    )
+                    with gr.Row():
+                        negative_in = gr.Checkbox(
+                            False, label="Clicks mark where the target is not", elem_id="negative-points"
+                        )
+                        undo_button = gr.Button("Undo last point", size="sm", elem_id="undo-point")
+                        clear_button = gr.Button("Clear points", size="sm", elem_id="clear-points")
+                    retrack_button = gr.Button(
+                        "Re-track with the points", variant="primary", elem_id="retrack"
+                    )
                 timeline_out = gr.Image(
                     label="Presence timeline", type="filepath", interactive=False, elem_id="timeline"
                 )
@@ -414,7 +474,9 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
                 gr.JSON(label="summary"),
             ]
 
-        inputs = [video_in, expressions_in, model_in, start_in, end_in, fps_in, max_frames_in, opacity_in]
+        inputs = [
+            video_in, expressions_in, model_in, start_in, end_in, fps_in, max_frames_in, opacity_in, points_in
+        ]  # fmt: skip
         page_outputs = [overlay_out, summary_out, frame_out, frames_store, timeline_out, downloads_out]
         gr.Examples(
             EXAMPLES,
@@ -427,22 +489,28 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
             label=f"Examples (run with the {MODEL_CHOICES[0]} model, then cached)",
         )
 
-        run_button.click(
-            run,
-            inputs,
-            [summary_out, frame_out, result],
-            validator=validate,
-            concurrency_id="gpu",
-            concurrency_limit=CONCURRENCY,
-            show_progress_on=[overlay_out],
-            api_visibility="private",
-        ).success(
-            show_results,
-            result,
-            [overlay_out, frames_store, timeline_out, downloads_out],
-            show_progress="hidden",
-            api_visibility="private",
+        for button in (run_button, retrack_button):
+            button.click(
+                run,
+                inputs,
+                [summary_out, frame_out, result],
+                validator=validate,
+                concurrency_id="gpu",
+                concurrency_limit=CONCURRENCY,
+                show_progress_on=[overlay_out],
+                api_visibility="private",
+            ).success(
+                show_results,
+                result,
+                [overlay_out, frames_store, timeline_out, downloads_out],
+                show_progress="hidden",
+                api_visibility="private",
+            )
+        frame_out.select(
+            add_point, [points_in, frame_slider, negative_in, result], points_in, api_visibility="private"
         )
+        undo_button.click(undo_point, points_in, points_in, queue=False, api_visibility="private")
+        clear_button.click(lambda: "", None, points_in, queue=False, api_visibility="private")
         # New frame views (a run's or a cached example's): the slider spans them.
         frames_store.change(
             slider_for_frames, frames_store, frame_slider, show_progress="hidden", api_visibility="private"
@@ -478,7 +546,7 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
                 max_frames_in.change,
             ],
             estimate,
-            inputs[:-1],
+            inputs[:7],
             estimate_out,
             queue=False,
             show_progress="hidden",

@@ -233,6 +233,29 @@ def test_two_sessions_at_once_each_get_their_own_results(app, tmp_path):
     assert len({overlay_a, overlay_b, palette_a, palette_b}) == 4
 
 
+@pytest.mark.slow
+def test_points_re_track_a_target_from_the_clicked_frame(app, tmp_path):
+    from gradio_client import handle_file
+
+    url, _ = app
+    client = client_for(url, tmp_path)
+    form = {"video": handle_file(str(CUPS)), "expressions": "the yellow ball\nthe cup", "max_frames": 6}
+    *_, rle, _, summary = client.predict(**form, api_name="/segment")
+    *_, rle_fixed, _, summary_fixed = client.predict(
+        **form, points="the yellow ball:3:320,180\nthe yellow ball:4:20,30:neg", api_name="/segment"
+    )
+    client.close()
+    before, after = load_coco_rle_json(rle), load_coco_rle_json(rle_fixed)
+    np.testing.assert_array_equal(after[0][:3], before[0][:3])  # frames before the first click
+    np.testing.assert_array_equal(after[1], before[1])  # the expression without points
+    assert (after[0][3:] != before[0][3:]).any()
+    assert "clicks" not in summary or not summary["clicks"]
+    assert summary_fixed["clicks"] == [
+        {"expression": "the yellow ball", "frame": 3, "x": 320.0, "y": 180.0, "positive": True},
+        {"expression": "the yellow ball", "frame": 4, "x": 20.0, "y": 30.0, "positive": False},
+    ]
+
+
 def test_impossible_requests_are_refused_before_they_are_queued(app, tmp_path):
     from gradio_client import handle_file
     from gradio_client.exceptions import ValidationError
@@ -252,6 +275,10 @@ def test_impossible_requests_are_refused_before_they_are_queued(app, tmp_path):
         ValidationError, match="start_s: The trim window holds no frame: the video is 2.00 s long"
     ):
         client.predict(video=handle_file(str(CUPS)), expressions="the ball", start_s=3, api_name="/segment")
+    with pytest.raises(ValidationError, match="points: Point 1 names no expression of the form"):
+        client.predict(
+            video=handle_file(str(CUPS)), expressions="the ball", points="the cat:1:2,3", api_name="/segment"
+        )
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("not a video")
     with pytest.raises(ValidationError, match="video: Could not read the uploaded file as a video") as caught:

@@ -1,7 +1,8 @@
 """The app in a real browser: Playwright driving Debian's chromium against ``python app.py --model test``.
 
 Uploads a clip, types two expressions, runs, and checks what a visitor sees: the overlay video, the frame
-view (and that the frame slider changes it), the presence timeline, the downloads and a shared link. Closing
+view (and that the frame slider changes it), the presence timeline, the downloads, a shared link, and points
+clicked on the frame view that re-track a target. Closing
 the page ends the session, which removes its files.
 
 The README's screenshot is taken by the same walk through the page, on purpose only:
@@ -67,6 +68,26 @@ def _wait(page, condition: str, what: str, log: Path) -> None:
 
 def _session_hash(page) -> str:
     return page.evaluate("() => window.__gradio_session_hash__")
+
+
+def _click_on_view(page, row: int, x: float, y: float) -> None:
+    """Click the frame view at (``x``, ``y``) of row ``row``, in the view image's own pixels (rows of 360)."""
+    image = page.locator("#frame-view img")
+    natural = image.evaluate("img => img.naturalWidth")
+    box = image.bounding_box()
+    ratio = box["width"] / natural
+    image.click(position={"x": x * ratio, "y": (row * 360 + y) * ratio})
+
+
+def _points(text: str, expression: str, frame: int, positive: bool) -> list[tuple[int, int]]:
+    """The (x, y) of the points box's lines for ``expression`` on ``frame`` with that sign."""
+    found = []
+    for line in text.splitlines():
+        name, number, place, *sign = line.rsplit(":", 3) if line.endswith(":neg") else line.rsplit(":", 2)
+        if name == expression and int(number) == frame and (not sign) == positive:
+            x, y = place.split(",")
+            found.append((int(x), int(y)))
+    return found
 
 
 def test_upload_type_run_and_see_every_result(tmp_path):
@@ -179,6 +200,31 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
                 log,
             )
             shared.close()
+
+            # Correcting a target: clicks on the frame view (frame 5) become points, then re-track.
+            _click_on_view(page, row=0, x=320, y=180)  # the yellow ball's row, the middle of the frame
+            points = page.locator("#points textarea")
+            _wait(page, "document.querySelector('#points textarea').value.includes(':5:')", "a point", log)
+            ((x, y),) = _points(points.input_value(), "the yellow ball", 5, positive=True)
+            assert abs(x - 320) <= 3 and abs(y - 180) <= 3
+            page.locator("#negative-points input[type=checkbox]").check()
+            _click_on_view(page, row=1, x=640 + 100, y=50)  # the cup's row, in its prior panel
+            _wait(
+                page, "document.querySelector('#points textarea').value.includes(':neg')", "a negative", log
+            )
+            ((x, y),) = _points(points.input_value(), "the cup on the right", 5, positive=False)
+            assert abs(x - 100) <= 3 and abs(y - 50) <= 3
+            page.locator("#undo-point").click()
+            _wait(page, "!document.querySelector('#points textarea').value.includes(':neg')", "the undo", log)
+            assert len(points.input_value().splitlines()) == 1
+            page.locator("#retrack").click()
+            _wait(
+                page,
+                "document.querySelector('#summary textarea').value.includes('Corrected with points')",
+                "the re-tracked summary",
+                log,
+            )
+            assert '"the yellow ball": frame 5 at' in page.locator("#summary textarea").input_value()
 
             # Closing the tab ends the session: its folder goes away.
             session = RunFolders(folder / "app" / "sessions").folder(_session_hash(page))

@@ -554,3 +554,99 @@ def test_summary_text_is_plain_and_names_expressions_without_a_match(tmp_path):
     assert [e["no_match"] for e in data["expressions"]] == [False, True]
     assert data["messages"] == ['No match for "<b>the cup</b> on the right" in any frame.']
     assert data["expressions"][0]["absent_spans_s"] == [[0.8, 1.2]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Points that correct a target
+
+
+def test_points_name_an_expression_a_frame_and_a_place():
+    clicks = space.parse_points(
+        "the yellow ball:3:320,180\n\n  The  Cup on the right:0:10.5,2:neg ",
+        ["the yellow ball", "the cup on the right"],
+        10,
+        640,
+        360,
+    )
+    assert [(k, c.frame_index, c.x, c.y, c.positive) for k, c in clicks] == [
+        (0, 3, 320.0, 180.0, True),
+        (1, 0, 10.5, 2.0, False),
+    ]
+    assert space.parse_points(" \n", ["the ball"], 10, 640, 360) == ()
+
+
+@pytest.mark.parametrize(
+    ("points", "message"),
+    [
+        ("the ball 3 320 180", "Point 1 is not written EXPRESSION:FRAME:X,Y"),
+        ("the ball:1:1,1\nthe cat:1:1,1", "Point 2 names no expression of the form"),
+        ("the ball:10:1,1", "Point 1: A point is on frame 10; the clip has frames 0 to 9."),
+        ("the ball:1:641,1", "Point 1: The point (641, 1) on frame 1 is outside the 640x360 frame."),
+    ],
+)
+def test_bad_points_say_which_line_and_what_to_change(points, message):
+    with pytest.raises(space.PointError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        space.parse_points(points, ["the ball"], 10, 640, 360)
+
+
+def test_plan_refuses_bad_points_in_the_points_field():
+    with pytest.raises(space.InputError) as caught:
+        space.plan_job(str(CUPS), "the ball", "test", 0, 1, 0, 10, 0.5, "the cup:1:1,1")
+    assert set(caught.value.problems) == {"points"}
+    # The frames are the processed ones: 10 of them here, whatever the video's length.
+    with pytest.raises(space.InputError, match="the clip has frames 0 to 9"):
+        space.plan_job(str(CUPS), "the ball", "test", 0, 0, 0, 10, 0.5, "the ball:10:1,1")
+    # MeViS tracks clips of its own; a point corrects one whole track.
+    with pytest.raises(space.InputError, match="tracks in separate clips of 24 frames"):
+        space.plan_job(str(CUPS), "the ball", "mevis", 0, 0, 0, 10, 0.5, "the ball:1:1,1")
+
+
+def test_re_tracked_frames_count_in_the_estimate_and_the_gpu_reservation():
+    job = space.plan_job(str(CUPS), "the ball\nthe cup", "ytvos", 0, 0, 0, 100, 0.5)
+    corrected = space.plan_job(
+        str(CUPS),
+        "the ball\nthe cup",
+        "ytvos",
+        0,
+        0,
+        0,
+        100,
+        0.5,
+        "the ball:40:1,1\nthe ball:20:2,2\nthe cup:50:3,3",
+    )
+    assert job.retracked_frames == 0 and corrected.retracked_frames == (60 - 20) + (60 - 50)  # 60 frames
+    model = space.cost_model("cuda", "large")
+    extra = 50 * (model.per_frame_s + model.per_frame_expression_s)
+    assert space.model_seconds(corrected, "cuda") == pytest.approx(space.model_seconds(job, "cuda") + extra)
+    assert space.gpu_seconds_needed(corrected) > space.gpu_seconds_needed(job)
+
+
+def test_a_click_on_a_frame_view_becomes_a_point_on_its_row_and_frame(tmp_path):
+    from PIL import Image
+
+    from mpgsam2 import render
+
+    frame = np.zeros((270, 480, 3), dtype=np.uint8)  # 16:9, as the view scales it to rows of 360
+    masks = [np.zeros((270, 480), dtype=bool)] * 3
+    priors = [np.zeros((16, 16), dtype=np.float32)] * 3
+    view = render.frame_view(frame, priors, masks, [(0, 0, 255), (255, 128, 0), (0, 200, 0)], height=360)
+    path = tmp_path / "frame_00007.jpg"
+    Image.fromarray(view).save(path)
+    assert view.shape[:2] == (3 * 360, 3 * 640)
+    expressions = ["the girl", "the boy", "the dog"]
+    point = space.point_from_view
+    # Row 1 (the boy), first panel: (320, 360 + 180) is the middle of the frame.
+    assert point(path, expressions, 7, 480, 270, 320, 540) == "the boy:7:240,135"
+    # The same place in the prior and final panels of that row, as a negative point.
+    assert point(path, expressions, 7, 480, 270, 640 + 320, 540, positive=False) == "the boy:7:240,135:neg"
+    assert point(path, expressions, 7, 480, 270, 2 * 640 + 320, 540) == "the boy:7:240,135"
+    # Corners of the last row.
+    assert point(path, expressions, 7, 480, 270, 0, 720) == "the dog:7:0,0"
+    assert point(path, expressions, 7, 480, 270, 1919, 1079) == "the dog:7:480,270"
+    # The line parses back to the same place.
+    ((k, click),) = space.parse_points(
+        point(path, expressions, 7, 480, 270, 100, 50), expressions, 8, 480, 270
+    )
+    assert (k, click.frame_index, click.x, click.y) == (0, 7, 75.0, 38.0)
+    with pytest.raises(space.PointError, match="Click inside the frame view"):
+        point(path, expressions, 7, 480, 270, 1920, 5)

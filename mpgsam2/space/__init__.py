@@ -3,7 +3,7 @@ duration, per-session folders, the model store and the plain-text result summari
 
 ``app.py`` only wires these into Gradio. Nothing here imports gradio, so all of it is tested without a
 browser or a server (``tests/test_space.py``). Modules: :mod:`.limits` (limits and names),
-:mod:`.inputs` (checks), :mod:`.estimates` (time and ZeroGPU duration), :mod:`.run_folders` (per-session
+:mod:`.inputs` (checks), :mod:`.points` (points that correct a target), :mod:`.estimates` (time and ZeroGPU duration), :mod:`.run_folders` (per-session
 folders), :mod:`.model_store` (the model store), :mod:`.summaries` (result texts); everything is re-exported
 here.
 
@@ -27,7 +27,7 @@ The flow of one run:
 from __future__ import annotations
 
 from ..video_io import VideoReadError
-from . import estimates, inputs, limits, model_store, run_folders, runner, summaries
+from . import estimates, inputs, limits, model_store, points, run_folders, runner, summaries
 from .estimates import (
     COST_MODELS,
     CostModel,
@@ -75,6 +75,7 @@ from .limits import (
     preset_for,
 )
 from .model_store import ModelStore, ModelUnavailable, model_notice
+from .points import PointError, parse_points, point_from_view
 from .run_folders import RunFolders
 from .runner import Finished, LoopFailure, RunError, Runner, device_loop
 from .summaries import download_files, result_json, summary_text
@@ -102,6 +103,7 @@ __all__ = [
     "InputError",
     "Job",
     "ModelStore",
+    "PointError",
     "RunError",
     "RunFolders",
     "Runner",
@@ -130,6 +132,9 @@ __all__ = [
     "on_spaces",
     "on_zero_gpu",
     "parse_expressions",
+    "parse_points",
+    "point_from_view",
+    "points",
     "plan_job",
     "preset_for",
     "probe",

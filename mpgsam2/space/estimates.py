@@ -11,6 +11,7 @@ import math
 import threading
 from dataclasses import dataclass, replace
 
+from ..inference.clicks import Click
 from ..pipeline.clips import SegmentOptions
 from .limits import (
     GPU_SAFETY_FACTOR,
@@ -34,6 +35,8 @@ class Job:
     height: int
     source_fps: float
     has_audio: bool
+    # Points that correct expressions: (expression index, click); the run re-tracks each clicked expression.
+    clicks: tuple[tuple[int, Click], ...] = ()
 
     @property
     def preset(self) -> str:
@@ -43,6 +46,14 @@ class Job:
     def work(self) -> int:
         """Frames x expressions: the unit the model's cost grows with."""
         return self.frames * len(self.expressions)
+
+    @property
+    def retracked_frames(self) -> int:
+        """Frames tracked again for the clicked expressions: each from its earliest clicked frame on."""
+        earliest: dict[int, int] = {}
+        for k, click in self.clicks:
+            earliest[k] = min(earliest.get(k, click.frame_index), click.frame_index)
+        return sum(max(0, self.frames - first) for first in earliest.values())
 
     @property
     def memory_bytes(self) -> int:
@@ -93,6 +104,16 @@ COST_MODELS: dict[tuple[str, str], CostModel] = {
 }
 
 
+def loop_seconds(model: CostModel, job: Job, results: int) -> float:
+    """``model``'s seconds for the first ``results`` frame results of ``job``'s loop: its frames with every
+    expression, then the re-tracked frames, one expression each."""
+    main = min(results, job.frames)
+    retracked = max(0, results - job.frames)
+    return model.model_seconds(main, len(job.expressions)) + retracked * (
+        model.per_frame_s + model.per_frame_expression_s
+    )
+
+
 def cost_model(device_kind: str, preset: str) -> CostModel:
     """The :data:`COST_MODELS` entry; unknown presets count as large, unknown devices as the CPU."""
     device = device_kind if device_kind in ("cpu", "cuda", "mps") else "cpu"
@@ -119,11 +140,12 @@ class TimingLog:
         with self._lock:
             return self._runs.get((device_kind, preset), 0)
 
-    def record(self, device_kind: str, job: Job, frames: int, seconds: float) -> None:
-        """Record that the model's loop took ``seconds`` for ``frames`` frames of ``job`` on ``device_kind``."""
-        if frames < 1 or seconds <= 0:
+    def record(self, device_kind: str, job: Job, results: int, seconds: float) -> None:
+        """Record that the model's loop took ``seconds`` for its first ``results`` frame results of ``job``
+        on ``device_kind``."""
+        if results < 1 or seconds <= 0:
             return
-        base = cost_model(device_kind, job.preset).model_seconds(frames, len(job.expressions))
+        base = loop_seconds(cost_model(device_kind, job.preset), job, results)
         ratio = min(100.0, max(0.01, seconds / base))
         key = (device_kind, job.preset)
         with self._lock:
@@ -134,7 +156,7 @@ class TimingLog:
 
 def model_seconds(job: Job, device_kind: str, timings: TimingLog | None = None) -> float:
     """Expected seconds of ``job``'s model loop on ``device_kind`` ("cuda", "mps" or "cpu")."""
-    base = cost_model(device_kind, job.preset).model_seconds(job.frames, len(job.expressions))
+    base = loop_seconds(cost_model(device_kind, job.preset), job, job.frames + job.retracked_frames)
     return base * (timings.factor(device_kind, job.preset) if timings is not None else 1.0)
 
 

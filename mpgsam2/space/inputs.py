@@ -29,6 +29,7 @@ from .estimates import (
     max_frames_within,
 )
 from .limits import DEFAULT_MAX_FRAMES, MAX_EXPRESSION_CHARS, MAX_EXPRESSIONS, MAX_FRAMES
+from .points import PointError, parse_points
 
 
 class InputError(ValueError):
@@ -206,6 +207,7 @@ def plan_job(
     fps: Any = None,
     max_frames: Any = DEFAULT_MAX_FRAMES,
     opacity: Any = 0.5,
+    points: str | None = None,
     *,
     models: Sequence[str] | None = None,
     max_gpu_seconds: float | None = None,
@@ -217,6 +219,8 @@ def plan_job(
         video: path of the uploaded video (or a frame zip / image, as ``read_video`` accepts).
         expressions: one per line, or a list.
         model: a model name offered by the app.
+        points: clicks that correct expressions, one per line: ``EXPRESSION:FRAME:X,Y`` (``:neg`` for "not
+            here"), in the processed frames' indices and pixels.
         models: the model names the app offers (any name when None).
         max_gpu_seconds: on ZeroGPU, refuse runs whose GPU reservation would exceed this.
         timings: measured speeds that refine the GPU estimate.
@@ -253,6 +257,18 @@ def plan_job(
     if model == "mevis":
         options = replace(options, clip_length=default_clip_length("mevis"))
     width, height = fit_within(info.width, info.height, options.max_side)
+    try:
+        clicks = parse_points(points, texts, frames, width, height)
+    except PointError as error:
+        raise InputError({"points": str(error)}) from None
+    if clicks and options.clip_length is not None:
+        raise InputError(
+            {
+                "points": f"The {model} model tracks in separate clips of {options.clip_length} frames, and "
+                "points correct one whole track: remove the points, or choose another model to correct a "
+                "target."
+            }
+        )
     job = Job(
         video=str(video),
         expressions=tuple(texts),
@@ -263,6 +279,7 @@ def plan_job(
         height=height,
         source_fps=info.fps,
         has_audio=info.has_audio,
+        clicks=clicks,
     )
     if job.memory_bytes > limits.MEMORY_BUDGET_BYTES:
         gib = job.memory_bytes / 1024**3

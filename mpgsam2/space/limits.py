@@ -60,6 +60,7 @@ FIELDS: tuple[str, ...] = (
     "fps",
     "max_frames",
     "opacity",
+    "points",
 )
 
 

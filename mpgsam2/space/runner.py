@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..inference.clicks import Click
 from ..inference.results import FrameResult
 from ..pipeline.clips import load_clip
 from ..pipeline.collector import FrameDone, ResultCollector
@@ -59,14 +60,21 @@ def device_loop(
     expressions: Sequence[EncodedExpression],
     clip_length: int | None,
     stop_flag: str | os.PathLike,
+    clicks: Sequence[tuple[int, Click]] = (),
 ) -> Iterator[FrameResult | LoopFailure]:
     """The GPU part of a run: the model's loop over the frames saved in ``frames_file`` (read memory-mapped),
-    one :class:`FrameResult` per frame, ending early when ``stop_flag`` exists; a failure ends it with a
-    :class:`LoopFailure` (after freeing the device's cache when it ran out of memory)."""
+    one :class:`FrameResult` per frame (then the re-tracked frames of the expressions with ``clicks``),
+    ending early when ``stop_flag`` exists; a failure ends it with a :class:`LoopFailure` (after freeing the
+    device's cache when it ran out of memory)."""
     frames = np.load(frames_file, mmap_mode="r")
+    by_expression: dict[int, list[Click]] = {}
+    for k, click in clicks:
+        by_expression.setdefault(k, []).append(click)
     failure = None
     try:
-        yield from frame_results(predictor, frames, expressions, clip_length, Path(stop_flag).exists)
+        yield from frame_results(
+            predictor, frames, expressions, clip_length, Path(stop_flag).exists, by_expression
+        )
     except Exception as error:
         failure = LoopFailure(is_out_of_memory(error), f"{type(error).__name__}: {error}")
         # As text: a log record holding the error would hold its traceback, and the run's tensors with it.
@@ -131,6 +139,8 @@ class Runner:
             encoded = predictor.encode(list(job.expressions))
             notes = expression_notes(encoded, predictor.tokenizer.max_tokens)
             collector = ResultCollector(clip, [e.text for e in encoded], run_dir, job.options.view_height)
+            for k, click in job.clicks:
+                collector.clicks.setdefault(k, []).append(click)
             frames_file = run_dir / "frames.npy"
             np.save(frames_file, clip.frames)
             stop_flag = self.folders.stop_flag(session_hash)
