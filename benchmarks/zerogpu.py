@@ -1,10 +1,12 @@
 """The Space under the ZeroGPU emulation of ``tests/zerogpu`` (the ``spaces`` package's real code path on a CPU):
 
-    python benchmarks/zerogpu.py held [--runs 3 --frames 8 --expressions 2]
+    python benchmarks/zerogpu.py held [--runs 3 --frames 8 --expressions 2 --model test|tiny|ytvos]
         GPU-held seconds per run (from /schedule to /release in the device API's log), on the same clip,
         frames and expressions: the app (decoding before the GPU call, the model's loop in it, the outputs
         after it) against the former call boundary (decoding, the model, the frame views, the video encoding
-        and the exports all inside the GPU call), with the test model.
+        and the exports all inside the GPU call). Models other than test get random weights of their
+        released sizes (written once to --weights). With ZEROGPU_GPU_UUID set (benchmarks/gpu_check.sh), the
+        workers get that real GPU and the main processes none.
     python benchmarks/zerogpu.py startup [--models ytvos,mevis,tiny]
         start-up to a served page and the peak memory of the app's process, with every model loaded at
         start-up as on ZeroGPU, from checkpoints of the released layouts' sizes (random weights, written
@@ -38,12 +40,17 @@ CLIP = ROOT / "examples" / "short" / "cups_2s_360p.mp4"
 FORMER_APP = textwrap.dedent(
     """
     import argparse
+    import os
+    from pathlib import Path
     import gradio as gr
     import spaces
     from mpgsam2.inference.predictor import VideoPredictor
     from mpgsam2.pipeline import SegmentOptions, SegmentOutputs, iter_segment_video
 
-    PREDICTOR = VideoPredictor.from_pretrained("test")
+    MODEL = os.environ["BENCH_MODEL"]
+    PREDICTOR = VideoPredictor.from_pretrained(
+        MODEL if MODEL == "test" else Path(os.environ["MPGSAM2_WEIGHTS"]) / MODEL
+    )
 
 
     @spaces.GPU(duration=120)
@@ -83,6 +90,19 @@ def _peak_mib(pid: int) -> float:
     return float("nan")
 
 
+def _direct_io_folder(base: Path) -> Path:
+    """A folder on a disk that accepts direct I/O, which ZeroGPU's packing needs with a real GPU."""
+    for candidate in (base, Path(tempfile.gettempdir()), Path("/var/tmp")):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="zerogpu-", dir=candidate))
+            fd = os.open(folder / "probe", os.O_CREAT | os.O_WRONLY | os.O_DIRECT)
+            os.close(fd)
+            return folder
+        except OSError:
+            continue
+    raise RuntimeError("no folder accepts direct I/O (O_DIRECT) here; ZeroGPU's packing needs one")
+
+
 class EmulatedApp:
     """An app file launched under the ZeroGPU emulation, with its own device API."""
 
@@ -90,14 +110,16 @@ class EmulatedApp:
         sys.path.insert(0, str(ZEROGPU))
         from device_api import DeviceAPI
 
-        self.api = DeviceAPI()
+        real_gpu = os.environ.get("ZEROGPU_GPU_UUID")
+        self.api = DeviceAPI(gpu_uuid=real_gpu) if real_gpu else DeviceAPI()
         self.server = self.api.serve(0)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {
             **os.environ,
             "ZEROGPU_DEVICE_API": f"http://127.0.0.1:{self.server.server_address[1]}",
-            "ZEROGPU_HOME": str(work / "zerogpu"),
+            "ZEROGPU_HOME": str(_direct_io_folder(work) if real_gpu else work / "zerogpu"),
+            **({"ZEROGPU_REAL_GPU": "1", "CUDA_VISIBLE_DEVICES": ""} if real_gpu else {}),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1",
             "GRADIO_TEMP_DIR": str(work / "gradio"),
@@ -137,15 +159,22 @@ def held(args: argparse.Namespace) -> dict:
     from gradio_client import Client, handle_file
 
     expressions = "\n".join(["the yellow ball", "the cup on the right", "the hand"][: args.expressions])
+    env = {"BENCH_MODEL": args.model}
+    if args.model != "test":
+        write_random_checkpoints(Path(args.weights), [args.model])
+        env["MPGSAM2_WEIGHTS"] = str(args.weights)
     results = {}
     with tempfile.TemporaryDirectory(prefix="zerogpu-held-") as work:
         work = Path(work)
         former = work / "former_app.py"
         former.write_text(FORMER_APP)
-        for name, app, app_args in (("app", ROOT / "app.py", ["--model", "test"]), ("former", former, [])):
+        for name, app, app_args in (
+            ("app", ROOT / "app.py", ["--model", args.model]),
+            ("former", former, []),
+        ):
             folder = work / name
             folder.mkdir()
-            running = EmulatedApp(app, app_args, folder)
+            running = EmulatedApp(app, app_args, folder, env)
             client = Client(running.url, verbose=False, download_files=str(folder / "downloads"))
             walls = []
             for _ in range(args.runs + 1):  # the first run starts the worker: not counted
@@ -165,6 +194,8 @@ def held(args: argparse.Namespace) -> dict:
             client.close()
             running.stop()
     results["setup"] = {
+        "model": args.model,
+        "gpu": os.environ.get("ZEROGPU_GPU_UUID", "emulated on the CPU"),
         "clip": CLIP.name,
         "frames": args.frames,
         "expressions": args.expressions,
@@ -217,12 +248,12 @@ def main() -> None:
     held_parser.add_argument("--runs", type=int, default=3)
     held_parser.add_argument("--frames", type=int, default=8)
     held_parser.add_argument("--expressions", type=int, default=2)
+    held_parser.add_argument("--model", default="test", choices=["test", "tiny", "ytvos", "mevis"])
     start_parser = commands.add_parser("startup")
     start_parser.add_argument("--json", type=Path, default=None)
     start_parser.add_argument("--models", default="ytvos,mevis,tiny")
-    start_parser.add_argument(
-        "--weights", default=str(Path(tempfile.gettempdir()) / "mpgsam2-random-weights")
-    )
+    for sub in (held_parser, start_parser):
+        sub.add_argument("--weights", default=str(Path(tempfile.gettempdir()) / "mpgsam2-random-weights"))
     args = parser.parse_args()
     result = held(args) if args.command == "held" else startup(args)
     text = json.dumps(result, indent=2)

@@ -79,6 +79,18 @@ def _click_on_view(page, row: int, x: float, y: float) -> None:
     image.click(position={"x": x * ratio, "y": (row * 360 + y) * ratio})
 
 
+def _copy_link(page, url: str) -> str:
+    """Press "Copy a link to this result" and read the link from the clipboard."""
+    page.evaluate("() => navigator.clipboard.writeText('')")
+    page.get_by_role("button", name="Copy a link to this result").click()
+    link, deadline = "", time.monotonic() + 30
+    while "deep_link=" not in link and time.monotonic() < deadline:
+        time.sleep(0.2)
+        link = page.evaluate("() => navigator.clipboard.readText()")
+    assert link.startswith(url) and "deep_link=" in link
+    return link
+
+
 def _points(text: str, expression: str, frame: int, positive: bool) -> list[tuple[int, int]]:
     """The (x, y) of the points box's lines for ``expression`` on ``frame`` with that sign."""
     found = []
@@ -172,12 +184,7 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
             _save_screenshot(page.screenshot(full_page=True), screenshot)
 
             # A shared link opens the same result, frames included.
-            page.get_by_role("button", name="Copy a link to this result").click()
-            link, deadline = "", time.monotonic() + 30
-            while "deep_link=" not in link and time.monotonic() < deadline:
-                time.sleep(0.2)
-                link = page.evaluate("() => navigator.clipboard.readText()")
-            assert link.startswith(url) and "deep_link=" in link
+            link = _copy_link(page, url)
             shared = context.new_page()
             shared.set_default_timeout(TIMEOUT_MS)
             shared.goto(link, wait_until="load")
@@ -224,7 +231,20 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
                 "the re-tracked summary",
                 log,
             )
-            assert '"the yellow ball": frame 5 at' in page.locator("#summary textarea").input_value()
+            corrected = page.locator("#summary textarea").input_value()
+            assert '"the yellow ball": frame 5 at' in corrected
+            # The corrected result's link opens it with its points.
+            corrected_link = _copy_link(page, url)
+            assert corrected_link != link
+            shared = context.new_page()
+            shared.set_default_timeout(TIMEOUT_MS)
+            shared.goto(corrected_link, wait_until="load")
+            _wait(
+                shared, "document.querySelector('#summary textarea')?.value.includes('Corrected')", "it", log
+            )
+            assert shared.locator("#summary textarea").input_value() == corrected
+            assert shared.locator("#points textarea").input_value() == points.input_value()
+            shared.close()
 
             # Closing the tab ends the session: its folder goes away.
             session = RunFolders(folder / "app" / "sessions").folder(_session_hash(page))
