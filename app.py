@@ -122,10 +122,17 @@ def gpu_duration(job: space.Job, *_: Any) -> int:
 def segment_on_gpu(
     job: space.Job, frames_file: str, expressions: Sequence[EncodedExpression], stop_flag: str
 ) -> Iterator[FrameResult | space.LoopFailure]:
-    """The one GPU entry: the model's loop only, frame by frame."""
+    """The one GPU entry: the model's loop only, frame by frame (a correction re-tracks only what its new
+    clicks change)."""
     predictor = MODELS.get(job.model)
     yield from space.device_loop(
-        predictor, frames_file, expressions, job.options.clip_length, stop_flag, job.clicks
+        predictor,
+        frames_file,
+        expressions,
+        job.options.clip_length,
+        stop_flag,
+        job.pending_clicks,
+        job.resume_from,
     )
 
 
@@ -195,14 +202,28 @@ def run(
     max_frames: float | None,
     opacity: float | None,
     points: str | None,
+    previous: space.Finished | None,
     request: gr.Request,
     progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
 ) -> Iterator[tuple[str, str | None, space.Finished | None]]:
     """The page's Run (and Re-track) button: the status and the newest frame view while it works, then the
-    summary, the first frame view and the run's result (which ``show_results`` then shows)."""
-    job = _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points)
+    summary, the first frame view and the run's result (which ``show_results`` then shows).
+
+    When ``previous`` (the result shown) is of the same clip and expressions, and the points only add clicks
+    to its own, only the frames that the new clicks change are tracked again."""
+    job = space.as_correction(
+        _plan(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points), previous
+    )
     count = len(job.expressions)
-    yield f"Starting: about {job.frames} frames x {count} expression{'s' if count != 1 else ''}.", None, None
+    # The result shown stays the one that new points correct until a new one replaces it.
+    if job.resume_from:
+        yield f"Re-tracking {job.retracked_frames} frames from the new points.", None, previous
+    else:
+        yield (
+            f"Starting: about {job.frames} frames x {count} expression{'s' if count != 1 else ''}.",
+            None,
+            previous,
+        )
     shown = 0.0
     try:
         for event in _execute(job, request.session_hash, progress):
@@ -210,12 +231,16 @@ def run(
                 yield _summary(event), str(event.outputs.prior_views[0]), event
             elif time.monotonic() - shown >= STREAM_EVERY_S:
                 shown = time.monotonic()
-                yield f"Segmenting: frame {event.done} of {event.total} done.", str(event.frame_view), None
+                yield (
+                    f"Segmenting: frame {event.done} of {event.total} done.",
+                    str(event.frame_view),
+                    previous,
+                )
     except gr.Error:
         yield (
             "The run did not finish (see the message); the results shown, if any, are the previous run's.",
             None,
-            None,
+            previous,
         )
         raise
 
@@ -303,10 +328,17 @@ def validate(
     try:
         _check(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points)
     except space.InputError as error:
-        return [
+        checks = [
             gr.validate(name not in error.problems, error.problems.get(name, "")) for name in space.FIELDS
         ]
-    return [gr.validate(True, "") for _ in space.FIELDS]
+    else:
+        checks = [gr.validate(True, "") for _ in space.FIELDS]
+    return checks
+
+
+def validate_run(*values: Any) -> list[dict[str, Any]]:
+    """The page's Run validator: the form, then the result shown (never wrong); one answer per input."""
+    return [*validate(*values[:-1]), gr.validate(True, "")]
 
 
 def estimate(*form: Any) -> str:
@@ -345,6 +377,39 @@ def add_point(
     except space.PointError as error:
         raise _error(str(error)) from None
     return "\n".join([*(points or "").strip().splitlines(), line])
+
+
+def preview_point(
+    video: str | None,
+    expressions: str | None,
+    model: str,
+    start_s: float | None,
+    end_s: float | None,
+    fps: float | None,
+    max_frames: float | None,
+    opacity: float | None,
+    points: str | None,
+    previous: space.Finished | None,
+    index: float,
+    request: gr.Request,
+) -> Any:
+    """Right after a click: the clicked frame with its target corrected by the points so far (a short GPU
+    call), before "Re-track" applies them to the frames after it. Points that do not add to the result
+    shown (another clip or options, or a point removed) wait for Re-track, which then runs the whole clip."""
+    try:
+        job = space.as_correction(
+            _check(video, expressions, model, start_s, end_s, fps, max_frames, opacity, points), previous
+        )
+    except space.InputError:
+        return gr.skip()
+    if not job.resume_from:
+        return gr.skip()
+    try:
+        view = RUNNER.preview(job, request.session_hash, int(index or 0))
+    except space.RunError as error:
+        raise _error(str(error)) from None
+    gr.Info("The frame with the points; press Re-track to follow the corrected target through the clip.")
+    return view
 
 
 def undo_point(points: str | None) -> str:
@@ -492,9 +557,9 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
         for button in (run_button, retrack_button):
             button.click(
                 run,
-                inputs,
+                [*inputs, result],
                 [summary_out, frame_out, result],
-                validator=validate,
+                validator=validate_run,
                 concurrency_id="gpu",
                 concurrency_limit=CONCURRENCY,
                 show_progress_on=[overlay_out],
@@ -508,6 +573,14 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
             )
         frame_out.select(
             add_point, [points_in, frame_slider, negative_in, result], points_in, api_visibility="private"
+        ).success(
+            preview_point,
+            [*inputs, result, frame_slider],
+            frame_out,
+            concurrency_id="gpu",
+            concurrency_limit=CONCURRENCY,
+            show_progress="minimal",
+            api_visibility="private",
         )
         undo_button.click(undo_point, points_in, points_in, queue=False, api_visibility="private")
         clear_button.click(lambda: "", None, points_in, queue=False, api_visibility="private")

@@ -214,6 +214,13 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
             _wait(page, "document.querySelector('#points textarea').value.includes(':5:')", "a point", log)
             ((x, y),) = _points(points.input_value(), "the yellow ball", 5, positive=True)
             assert abs(x - 320) <= 3 and abs(y - 180) <= 3
+            # At once, the frame view shows the clicked frame corrected by the point (a preview).
+            _wait(
+                page,
+                "!document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00005.jpg')",
+                "the preview of the clicked frame",
+                log,
+            )
             page.locator("#negative-points input[type=checkbox]").check()
             _click_on_view(page, row=1, x=640 + 100, y=50)  # the cup's row, in its prior panel
             _wait(

@@ -163,3 +163,99 @@ def test_points_on_the_command_line(tmp_path):
     assert (
         bad.returncode == 2 and "the clip has frames 0 to 2" in bad.stderr and "Traceback" not in bad.stderr
     )
+
+
+def test_a_saved_session_is_corrected_in_another_process_as_in_the_same_one(predictor, frames, tmp_path):
+    """A ZeroGPU Space runs the clip and each correction in different workers: the run saves its session,
+    the correction loads it; the corrected frames are exactly those of a correction in the same session,
+    and a second correction builds on the first."""
+    from mpgsam2.inference.snapshots import SnapshotError, load_session
+    from mpgsam2.pipeline.run import frame_results
+
+    first, second = {1: [Click(5, 40.0, 45.0)]}, {0: [Click(3, 10.0, 12.0, positive=False)]}
+    saved, corrected = tmp_path / "run.safetensors", tmp_path / "corrected.safetensors"
+    plain = list(frame_results(predictor, frames, TEXTS, save_to=saved))
+    assert [r.frame_index for r in plain] == list(range(8)) and saved.is_file()
+    once = list(frame_results(predictor, frames, TEXTS, clicks=first, resume_from=saved, save_to=corrected))
+    twice = list(frame_results(predictor, frames, TEXTS, clicks=second, resume_from=corrected))
+
+    session, _ = propagated(predictor, frames)
+    same_once = list(predictor.refine(session, 1, first[1]))
+    same_twice = list(predictor.refine(session, 0, second[0]))
+    # Only the re-tracked frames of the clicked expression come back, equal to the bit.
+    assert [(r.frame_index, r.expressions) for r in once] == [(t, (1,)) for t in (5, 6, 7)]
+    assert [(r.frame_index, r.expressions) for r in twice] == [(t, (0,)) for t in range(3, 8)]
+    for got, want in [*zip(once, same_once), *zip(twice, same_twice)]:
+        np.testing.assert_array_equal(got.masks, want.masks)
+        np.testing.assert_array_equal(got.object_scores, want.object_scores)
+    assert not np.array_equal(once[0].masks[0], plain[5].masks[1]) or not np.array_equal(
+        once[0].object_scores[0], plain[5].object_scores[1]
+    )
+    # The earlier clicks stay in force in the saved session.
+    assert load_session(corrected, frames).clicks == {1: first[1]}
+    with pytest.raises(SnapshotError, match="covers 8 frames; these frames are 3"):
+        load_session(saved, frames[:3])
+
+
+def test_the_app_corrects_its_last_run_by_re_tracking_only_what_new_points_change(predictor, tmp_path):
+    """The Space's Re-track: the same clip and expressions with more points than the run shown is a
+    correction of that run (its saved session resumed): only the frames from the new click on are tracked,
+    for the clicked expression, and the outputs equal those of a whole run with all the points."""
+    from mpgsam2 import space
+    from mpgsam2.export import load_coco_rle_json
+
+    store = space.ModelStore(lambda source, device=None: predictor)
+    calls = []
+
+    def loop(job, frames_file, expressions, stop_flag):
+        calls.append((job.resume_from is not None, [k for k, _ in job.pending_clicks]))
+        return space.device_loop(
+            predictor, frames_file, expressions, None, stop_flag, job.pending_clicks, job.resume_from
+        )
+
+    runner = space.Runner(store, space.RunFolders(tmp_path / "sessions"), space.TimingLog(), "cpu", loop)
+
+    def plan(points=None):
+        return space.plan_job(str(BEDROOM), "the girl\nthe boy", "test", 0, 0, 0, 6, 0.5, points)
+
+    def finish(job, session="visitor"):
+        events = list(runner.run(job, session))
+        return events[:-1], events[-1]
+
+    _, shown = finish(plan())
+    before = load_coco_rle_json(shown.outputs.rle_json)  # (a session keeps its last two runs' files)
+    assert shown.correctable and space.as_correction(plan(), shown).resume_from is None  # nothing new
+    one = "the girl:2:240,135"
+    two = one + "\nthe boy:4:60,200:neg"
+    correction = space.as_correction(plan(one), shown)
+    assert correction.resume_from == str(shown.outputs.folder) and correction.retracked_frames == 4
+    # Right after the click, the clicked frame alone (the preview keeps nothing)...
+    preview = runner.preview(correction, "visitor", 2)
+    assert calls[-1] == (True, [0]) and shown.correctable
+    frames, corrected = finish(correction)
+    # ...is the frame that Re-track then gives.
+    from PIL import Image
+
+    np.testing.assert_array_equal(preview, np.asarray(Image.open(corrected.outputs.prior_views[2])))
+    with pytest.raises(space.RunError, match="Run the clip first"):
+        runner.preview(plan(one), "visitor", 2)
+    assert [(f.frame_index, f.done, f.total) for f in frames] == [(t, t - 1, 4) for t in range(2, 6)]
+    again = space.as_correction(plan(two), corrected)  # builds on the corrected run
+    assert again.resumed_clicks == 1 and again.retracked_frames == 2
+    frames, twice = finish(again)
+    assert [f.frame_index for f in frames] == [4, 5]
+    assert calls == [(False, []), (True, [0]), (True, [0]), (True, [1])]
+
+    _, whole = finish(plan(two), "another visitor")  # every point in one whole run
+    after, reference = load_coco_rle_json(twice.outputs.rle_json), load_coco_rle_json(whole.outputs.rle_json)
+    np.testing.assert_array_equal(after, reference)
+    np.testing.assert_array_equal(after[0][:2], before[0][:2])
+    np.testing.assert_array_equal(after[1][:4], before[1][:4])
+    assert [c["expression"] for c in twice.outputs.clicks] == ["the girl", "the boy"]
+    # A different clip setting is a new run, not a correction.
+    assert (
+        space.as_correction(
+            space.plan_job(str(BEDROOM), "the girl\nthe boy", "test", 0, 0, 0, 5, 0.5, two), twice
+        ).resume_from
+        is None
+    )

@@ -433,11 +433,21 @@ class FailingPredictor:
             predictor.untrained,
         )
 
-    def iter_segment(self, frames, texts, clip_length=None):
-        for result in self.inner.iter_segment(frames, texts, clip_length=clip_length):
+    def _failing(self, results):
+        for result in results:
             if result.frame_index == self.fail_at:
                 raise self.error
             yield result
+
+    def iter_segment(self, frames, texts, clip_length=None):
+        return self._failing(self.inner.iter_segment(frames, texts, clip_length=clip_length))
+
+    # The app's loop keeps the session for corrections: the same failure there.
+    def init_session(self, *args, **kwargs):
+        return self.inner.init_session(*args, **kwargs)
+
+    def propagate(self, session, logits=False):
+        return self._failing(self.inner.propagate(session, logits))
 
 
 def _oom() -> BaseException:

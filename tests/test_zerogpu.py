@@ -79,7 +79,7 @@ def _segment(client, video=BEDROOM, expressions="the girl", frames=3, **kwargs):
 
 
 def test_start_up_and_a_run_in_a_forked_worker(zerogpu_app, tmp_path):
-    url, api, _ = zerogpu_app
+    url, api, sessions = zerogpu_app
     client = client_for(url, tmp_path)
     overlay, bundle, palette, rle, timeline, summary = _segment(client, CUPS, "the yellow ball\nthe cup", 3)
     assert (
@@ -91,6 +91,10 @@ def test_start_up_and_a_run_in_a_forked_worker(zerogpu_app, tmp_path):
     (allow,) = api.events("allow")
     assert int(allow["pid"]) != os.getpid()
     assert [e.get("fail") for e in api.events("release")] == ["false"]
+    # The worker saved the run's session beside its frames, so that a correction with clicks (its own GPU
+    # call, in another worker) re-tracks only the frames the clicks change.
+    (run_folder,) = {p.parent for p in sessions.rglob("session.safetensors")}
+    assert (run_folder / "results.npz").is_file()
     client.close()
 
 

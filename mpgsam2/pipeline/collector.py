@@ -10,6 +10,7 @@ the frames done at any time: after the last frame, after Stop, or after a failur
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +117,35 @@ class ResultCollector:
         Image.fromarray(view).save(path, quality=88)
         self.views[t] = path
         return FrameDone(frame_index=t, done=self.done, total=self.clip.num_frames, frame_view=path)
+
+    def save(self, path: Path) -> None:
+        """Keep every frame's results in ``path`` (npz: masks as bits), for :meth:`restore` by a later run that
+        corrects this one; the frame views stay in this collector's folder."""
+        if self.done != self.clip.num_frames or self.priors is None:
+            raise ValueError("Only a run with every frame done can be kept for corrections.")
+        np.savez(
+            path,
+            masks=np.packbits(self.masks, axis=-1),
+            width=self.clip.width,
+            object_scores=self.object_scores,
+            priors=self.priors,
+        )
+
+    def restore(self, path: Path, views_dir: Path | None = None) -> None:
+        """Start from the results that :meth:`save` kept in ``path`` (and their frame views in ``views_dir``,
+        when given), for a run that re-tracks only some expressions from some frame on: :meth:`add` then
+        replaces the re-tracked rows."""
+        with np.load(path) as kept:
+            masks = np.unpackbits(kept["masks"], axis=-1, count=int(kept["width"])).astype(bool)
+            if masks.shape != self.masks.shape:
+                raise ValueError(f"The kept results are {masks.shape}; this run's are {self.masks.shape}.")
+            self.masks[:] = masks
+            self.object_scores[:] = kept["object_scores"]
+            self.priors = kept["priors"].copy()
+        for t in range(self.clip.num_frames if views_dir is not None else 0):
+            view = self.views_dir / f"frame_{t:05d}.jpg"
+            shutil.copyfile(views_dir / view.name, view)
+            self.views[t] = view
 
     def result(self, notes: tuple[str, ...] | list[str] = ()) -> RunResult:
         """The frames done so far, in frame order, as one value.

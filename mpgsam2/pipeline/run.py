@@ -106,29 +106,51 @@ def frame_results(
     clip_length: int | None = None,
     should_stop: StopFn | None = None,
     clicks: Mapping[int, Sequence[Click]] | None = None,
+    save_to: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
 ) -> Iterator[FrameResult]:
     """The model's loop over a clip: one :class:`FrameResult` (masks packed, no logits) per frame, in order,
     then, for each expression with clicks (by index), its re-tracked frames from the earliest click on.
 
     ``should_stop`` is polled after each frame; when it returns True the loop ends there (the device is
     released at once, without waiting for the rest of the clip).
+
+    Args:
+        save_to: when the loop finishes every frame, write its session there
+            (:func:`~mpgsam2.inference.snapshots.save_session`), so that a later call can correct it.
+        resume_from: a session saved by an earlier call over the same ``frames`` and expressions: only
+            ``clicks`` (new ones; the saved ones stay in force) are applied, re-tracking each clicked
+            expression from its earliest new click; no frame is tracked otherwise.
     """
-    if clicks:
-        if clip_length is not None:
-            raise ValueError("Points correct a whole clip's track: run without clip_length (--clip-length).")
+    from ..inference.snapshots import load_session, save_session
+
+    keep = clicks or save_to is not None or resume_from is not None
+    if keep and clip_length is not None:
+        raise ValueError("Points correct a whole clip's track: run without clip_length (--clip-length).")
+    if resume_from is not None:
+        session = load_session(resume_from, frames, predictor.device)
+        loops = [predictor.refine(session, k, c) for k, c in (clicks or {}).items()]
+    elif keep:
         session = predictor.init_session(frames, expressions, keep_memories=True)
-        loops = [predictor.propagate(session), *(predictor.refine(session, k, c) for k, c in clicks.items())]
+        loops = [
+            predictor.propagate(session),
+            *(predictor.refine(session, k, c) for k, c in (clicks or {}).items()),
+        ]
     else:
         loops = [predictor.iter_segment(frames, expressions, clip_length=clip_length)]
+    total = sum(len(frames) - min(c.frame_index for c in v) for v in (clicks or {}).values() if v)
+    total += 0 if resume_from is not None else len(frames)
     done = 0
     try:
         for loop in loops:
             for result in loop:
                 yield result
                 done += 1
-                if done < len(frames) and should_stop is not None and should_stop():
-                    logger.info("stopped after %d of %d frames", done, len(frames))
+                if done < total and should_stop is not None and should_stop():
+                    logger.info("stopped after %d of %d frames", done, total)
                     return
+        if save_to is not None:
+            save_session(session, save_to)
     finally:
         for loop in loops:
             loop.close()

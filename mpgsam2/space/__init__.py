@@ -77,7 +77,7 @@ from .limits import (
 from .model_store import ModelStore, ModelUnavailable, model_notice
 from .points import PointError, parse_points, point_from_view
 from .run_folders import RunFolders
-from .runner import Finished, LoopFailure, RunError, Runner, device_loop
+from .runner import Finished, LoopFailure, RunError, Runner, as_correction, device_loop
 from .summaries import download_files, result_json, summary_text
 
 __all__ = [
@@ -98,6 +98,7 @@ __all__ = [
     "TEST_MODEL",
     "CostModel",
     "Finished",
+    "as_correction",
     "LoopFailure",
     "ModelUnavailable",
     "InputError",

@@ -37,6 +37,13 @@ class Job:
     has_audio: bool
     # Points that correct expressions: (expression index, click); the run re-tracks each clicked expression.
     clicks: tuple[tuple[int, Click], ...] = ()
+    # A correction of an earlier run of the same clip: its folder (its saved session and results), whose
+    # track already has the first ``resumed_clicks`` clicks; only the others are applied, and only the frames
+    # they re-track are tracked.
+    resume_from: str | None = None
+    resumed_clicks: int = 0
+    # A preview of a correction: re-track only up to this frame (the one just clicked).
+    until_frame: int | None = None
 
     @property
     def preset(self) -> str:
@@ -48,12 +55,23 @@ class Job:
         return self.frames * len(self.expressions)
 
     @property
+    def pending_clicks(self) -> tuple[tuple[int, Click], ...]:
+        """The clicks this job applies (all of them, unless it corrects an earlier run)."""
+        return self.clicks[self.resumed_clicks :] if self.resume_from else self.clicks
+
+    @property
+    def tracked_frames(self) -> int:
+        """Frames tracked with every expression: none when correcting an earlier run."""
+        return 0 if self.resume_from else self.frames
+
+    @property
     def retracked_frames(self) -> int:
         """Frames tracked again for the clicked expressions: each from its earliest clicked frame on."""
         earliest: dict[int, int] = {}
-        for k, click in self.clicks:
+        for k, click in self.pending_clicks:
             earliest[k] = min(earliest.get(k, click.frame_index), click.frame_index)
-        return sum(max(0, self.frames - first) for first in earliest.values())
+        end = self.frames if self.until_frame is None else min(self.frames, self.until_frame + 1)
+        return sum(max(0, end - first) for first in earliest.values())
 
     @property
     def memory_bytes(self) -> int:
@@ -107,8 +125,8 @@ COST_MODELS: dict[tuple[str, str], CostModel] = {
 def loop_seconds(model: CostModel, job: Job, results: int) -> float:
     """``model``'s seconds for the first ``results`` frame results of ``job``'s loop: its frames with every
     expression, then the re-tracked frames, one expression each."""
-    main = min(results, job.frames)
-    retracked = max(0, results - job.frames)
+    main = min(results, job.tracked_frames)
+    retracked = max(0, results - job.tracked_frames)
     return model.model_seconds(main, len(job.expressions)) + retracked * (
         model.per_frame_s + model.per_frame_expression_s
     )
@@ -156,7 +174,7 @@ class TimingLog:
 
 def model_seconds(job: Job, device_kind: str, timings: TimingLog | None = None) -> float:
     """Expected seconds of ``job``'s model loop on ``device_kind`` ("cuda", "mps" or "cpu")."""
-    base = loop_seconds(cost_model(device_kind, job.preset), job, job.frames + job.retracked_frames)
+    base = loop_seconds(cost_model(device_kind, job.preset), job, job.tracked_frames + job.retracked_frames)
     return base * (timings.factor(device_kind, job.preset) if timings is not None else 1.0)
 
 
