@@ -25,6 +25,8 @@ SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
 SPM_NAMES = (SENTENCEPIECE_FILE, "beit3.spm", "spm.model", "tokenizer.model")
 #: The small tokenizer bundled for the untrained "test" model (made by scripts/make_test_tokenizer.py).
 TEST_TOKENIZER = Path(__file__).parent / "assets" / "test_tokenizer.model"
+#: The toy dataset's vocabulary, one piece per word, for the "toy" preset (scripts/make_toy_tokenizer.py).
+TOY_TOKENIZER = Path(__file__).parent / "assets" / "toy_tokenizer.model"
 
 
 class TokenizerError(ValueError):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from official import BASE_MANIFEST, LARGE_MANIFEST, read_manifest
 
-from mpgsam2 import CheckpointError, VideoPredictor, build_model, load_model, save_pretrained
+from mpgsam2 import CheckpointError, VideoPredictor, build_model, get_config, load_model, save_pretrained
 from mpgsam2.checkpoints import (
     OFFICIAL_TO_OURS,
     config_from_state_dict,
@@ -149,6 +149,9 @@ def test_config_is_read_from_checkpoint_widths():
     assert config.beit3.embed_dim == 1024 and config.beit3.depth == 24 and config.beit3.num_heads == 16
     assert config.mask_prior.width == 1024 and config.mask_prior.ffn_dim == 4096
     assert config.sam2.hiera.embed_dim == 144 and sum(config.sam2.hiera.stages) == 48
+    # Read from the shapes, these are the released values (the large preset's).
+    large_preset = get_config("large")
+    assert config.beit3 == large_preset.beit3 and config.sam2 == large_preset.sam2
     base = {name: torch.empty(shape, device="meta") for name, shape in read_manifest(BASE_MANIFEST).items()}
     with pytest.raises(ValueError, match="must equal BEiT-3"):
         build_model(config_from_state_dict(base))

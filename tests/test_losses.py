@@ -1,4 +1,5 @@
-"""The official training losses: focal, dice, the (text-independent) mask-text similarity term, num_boxes."""
+"""The official training losses: focal, dice, the (text-independent) mask-text similarity term, num_boxes;
+and the two terms for training from scratch, off unless weighted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from mpgsam2.training.losses import (
     count_visible_frames,
     dice_loss,
     mask_text_similarity_loss,
+    object_score_loss,
+    prior_loss,
     sigmoid_focal_loss,
 )
 
@@ -113,3 +116,58 @@ def test_num_boxes_counts_visible_frames_and_is_at_least_one():
     assert count_visible_frames([torch.tensor([True, False, True]), torch.tensor([True])]) == 3.0
     assert count_visible_frames([torch.tensor([False, False])]) == 1.0
     assert count_visible_frames(torch.tensor([True, True])) == 2.0
+
+
+def test_the_from_scratch_terms_are_off_by_default_and_add_their_weighted_values():
+    logits, targets = clip_batch(5, clips=2, frames=3, size=28)
+    clips_logits, clips_targets = list(logits), list(targets)
+    scores = [torch.randn(3), torch.randn(3)]
+    object_scores = [torch.randn(3), torch.randn(3)]
+    visible = [g.flatten(1).any(1) for g in clips_targets]
+    priors = [torch.randn(3, 14, 14), torch.randn(3, 14, 14)]
+    extras = {"object_scores": object_scores, "visible": visible, "prior_logits": priors}
+    official = clip_losses(clips_logits, clips_targets, scores, 2.0)
+    assert OFFICIAL_WEIGHTS.object_score == OFFICIAL_WEIGHTS.prior == 0.0
+    assert set(official) == {"loss", "loss_mask", "loss_dice", "loss_sim"}
+    # Given the extra inputs with the official weights, nothing changes (the same total, to the bit).
+    same = clip_losses(clips_logits, clips_targets, scores, 2.0, OFFICIAL_WEIGHTS, **extras)
+    assert set(same) == set(official) and torch.equal(same["loss"], official["loss"])
+
+    weights = LossWeights(object_score=2.0, prior=5.0)
+    extended = clip_losses(clips_logits, clips_targets, scores, 2.0, weights, **extras)
+    presence = object_score_loss(torch.cat(object_scores), torch.cat(visible))
+    grounding = sum(prior_loss(p, g, 2.0) for p, g in zip(priors, clips_targets))
+    torch.testing.assert_close(extended["loss_object"], presence)
+    torch.testing.assert_close(extended["loss_prior"], grounding)
+    torch.testing.assert_close(extended["loss"], official["loss"] + 2 * presence + 5 * grounding)
+    with pytest.raises(ValueError, match="object scores"):
+        clip_losses(clips_logits, clips_targets, scores, 2.0, weights)
+
+
+def test_object_score_loss_is_the_cross_entropy_of_visibility():
+    scores, visible = torch.tensor([4.0, -3.0, 0.0]), torch.tensor([True, False, True])
+    expected = (
+        -(
+            math.log(torch.sigmoid(torch.tensor(4.0)))
+            + math.log(torch.sigmoid(torch.tensor(3.0)))
+            + math.log(0.5)
+        )
+        / 3
+    )
+    assert object_score_loss(scores, visible).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():
+    """A 28x28 target seen on a 14x14 prior grid: each cell's target is the fraction of its 2x2 pixels set."""
+    targets = torch.zeros(1, 28, 28)
+    targets[0, :14, :14] = 1  # the top-left quarter: cells (0..6, 0..6) fully covered
+    targets[0, 14, :14] = 1  # half of the cells of row 7
+    fractions = torch.zeros(1, 14, 14)
+    fractions[0, :7, :7], fractions[0, 7, :7] = 1.0, 0.5
+    logits = torch.randn(1, 14, 14)
+    expected = sigmoid_focal_loss(logits[None], fractions[None], 1.0) + dice_loss(
+        logits[None], fractions[None], 1.0
+    )
+    torch.testing.assert_close(prior_loss(logits, targets, 1.0), expected)
+    good = torch.where(fractions > 0.75, 8.0, torch.where(fractions > 0.25, 0.0, -8.0))
+    assert prior_loss(good, targets, 1.0) < prior_loss(-good, targets, 1.0)

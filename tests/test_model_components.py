@@ -26,7 +26,7 @@ def test_presets_derive_their_sizes():
         get_config("huge")
 
 
-@pytest.mark.parametrize("preset", ["large", "base", "test"])
+@pytest.mark.parametrize("preset", ["large", "base", "test", "toy"])
 def test_config_round_trips_through_a_dict(preset):
     config = get_config(preset)
     assert MPGSAM2Config.from_dict(config.to_dict()) == config

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -84,10 +85,11 @@ def _listing(title: str, items: list[str], limit: int = 12) -> str:
 def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = None) -> MPGSAM2Config:
     """Every checkpoint-fixed width of an official-named (or our-named) state dict.
 
-    BEiT-3's width, depth, FFN and vocabulary, the prior generator's width and FFN, the stacked fusion layers
-    and the Hiera trunk are read from tensor shapes. What shapes do not fix (head counts, switches that no
-    weight records, the image size, a custom Hiera) comes from ``hints`` (the ``mpgsam2`` section of a saved
-    ``config.json``) or the standard BEiT-3 sizes.
+    BEiT-3's width, depth, FFN, vocabulary and patch grid, the prior generator's width and FFN, the stacked
+    fusion layers, SAM 2's widths (memory, memory attention, mask decoder) and the Hiera stages are read from
+    tensor shapes. What shapes do not fix (head counts, switches that no weight records, SAM 2's image size,
+    Hiera's windows) comes from ``hints`` (the ``mpgsam2`` section of a saved ``config.json``), a Hiera
+    preset, or the standard BEiT-3 sizes.
     """
     state = from_official(state)
     hints = hints or {}
@@ -104,6 +106,7 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
     width, vocab = shape("multimodal_encoder.text_embed.weight")[::-1]
     standard_heads = {1024: 16, 768: 12}
     beit3_hints = hints.get("beit3", {})
+    patch_size = shape("multimodal_encoder.vision_embed.proj.weight")[-1]
     beit3 = BEiT3Config(
         **{
             **beit3_hints,
@@ -111,6 +114,8 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
             "depth": count(r"multimodal_encoder\.encoder\.layers\.(\d+)\."),
             "num_heads": beit3_hints.get("num_heads", standard_heads.get(width, max(1, width // 64))),
             "ffn_dim": shape("multimodal_encoder.encoder.layers.0.ffn.A.fc1.weight")[0],
+            "image_size": _beit3_grid(shape, beit3_hints.get("position_offset", 2)) * patch_size,
+            "patch_size": patch_size,
             "vocab_size": vocab,
             "max_text_positions": shape("multimodal_encoder.encoder.embed_positions.B.weight")[0],
         }
@@ -123,7 +128,9 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
         dense_prompt=prior_hints.get("dense_prompt", True),
     )
     pixel_layers = count(r"aggregator\.pixel_global\.(\d+)\.")
-    object_layers = max(count(r"aggregator\.object_global\.(\d+)\."), count(r"aggregator\.object_local\.(\d+)\."))
+    object_layers = max(
+        count(r"aggregator\.object_global\.(\d+)\."), count(r"aggregator\.object_local\.(\d+)\.")
+    )
     aggregator = AggregatorConfig(
         **{
             **hints.get("aggregator", {}),
@@ -142,22 +149,58 @@ def config_from_state_dict(state: dict[str, torch.Tensor], hints: dict | None = 
     )
 
 
-def _sam2_config(state, shape, count, hints: dict) -> SAM2Config:
-    """SAM 2's configuration: the Hiera trunk from its shapes (a preset, or the saved one that matches)."""
-    hiera_width = shape("sam2.image_encoder.trunk.pos_embed")[1]
-    blocks = count(r"sam2\.image_encoder\.trunk\.blocks\.(\d+)\.")
+def _beit3_grid(shape: Callable[[str], tuple[int, ...]], position_offset: int) -> int:
+    """Patches per side of BEiT-3's image: the vision position table has a row per patch, one for the class
+    token and ``position_offset`` unused ones in front (fairseq's numbering)."""
+    rows = shape("multimodal_encoder.encoder.embed_positions.A.weight")[0]
+    grid = math.isqrt(max(rows - 1 - position_offset, 0))
+    if grid * grid != rows - 1 - position_offset:
+        raise CheckpointError(f"BEiT-3's vision position table has {rows} rows: no square grid of patches.")
+    return grid
+
+
+def _hiera_config(
+    state: dict[str, torch.Tensor], shape: Callable[[str], tuple[int, ...]], hinted: dict | None
+) -> HieraConfig:
+    """SAM 2's Hiera trunk: its width, stages and background position size are read from the shapes; the
+    head count, global blocks and windows (which no shape fixes) come from the saved configuration or the
+    preset that agrees with the shapes."""
+    _, width, *background = shape("sam2.image_encoder.trunk.pos_embed")  # (1, C, h, w)
+    block = re.compile(r"sam2\.image_encoder\.trunk\.blocks\.(\d+)\.")
+    blocks = len({m.group(1) for name in state if (m := block.match(name))})
+    # A stage's first block changes the width, so it alone has a projection (the first stage's has none).
+    projection = re.compile(r"sam2\.image_encoder\.trunk\.blocks\.(\d+)\.proj\.")
+    starts = sorted({0} | {int(m.group(1)) for name in state if (m := projection.match(name))})
+    stages = tuple(end - start for start, end in zip(starts, [*starts[1:], blocks]))
     candidates = list(HIERA_PRESETS.values())
-    if "hiera" in hints:
-        candidates.insert(0, HieraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hints["hiera"].items()}))
-    hiera = next((h for h in candidates if h.embed_dim == hiera_width and sum(h.stages) == blocks), None)
-    if hiera is None:
-        raise CheckpointError(f"Unknown Hiera trunk: width {hiera_width}, {blocks} blocks.")
+    if hinted:
+        candidates.insert(
+            0, HieraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in hinted.items()})
+        )
+    for hiera in candidates:
+        if (hiera.embed_dim, hiera.stages, hiera.window_pos_embed_bkg_spatial_size) == (
+            width,
+            stages,
+            tuple(background),
+        ):
+            return hiera
+    raise CheckpointError(
+        f"Unknown Hiera trunk: width {width}, stages {stages}; keep its config.json next to the weights."
+    )
+
+
+def _sam2_config(state, shape, count, hints: dict) -> SAM2Config:
+    """SAM 2's configuration: the Hiera trunk (see :func:`_hiera_config`) and every width from the shapes;
+    the image size and the decoder's head count (which no shape fixes) from the saved configuration."""
+    hiera = _hiera_config(state, shape, hints.get("hiera"))
     fixed = {k: v for k, v in hints.items() if k != "hiera"}
     fixed["hidden_dim"] = shape("sam2.no_mem_embed")[-1]
     fixed["memory_dim"] = shape("sam2.maskmem_tpos_enc")[-1]
     fixed["num_maskmem"] = shape("sam2.maskmem_tpos_enc")[0]
     fixed["memory_attention_layers"] = count(r"sam2\.memory_attention\.layers\.(\d+)\.")
     fixed["memory_attention_ffn_dim"] = shape("sam2.memory_attention.layers.0.linear1.weight")[0]
+    fixed["decoder_mlp_dim"] = shape("sam2.sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight")[0]
+    fixed["iou_head_hidden_dim"] = shape("sam2.sam_mask_decoder.iou_prediction_head.layers.0.weight")[0]
     return SAM2Config(hiera=hiera, **fixed)
 
 

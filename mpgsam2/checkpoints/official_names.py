@@ -63,7 +63,9 @@ def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: a name without an official counterpart (stacked fusion layers of an ablation).
     """
-    reverse = tuple(sorted(((ours, official) for official, ours in OFFICIAL_TO_OURS), key=lambda p: -len(p[0])))
+    reverse = tuple(
+        sorted(((ours, official) for official, ours in OFFICIAL_TO_OURS), key=lambda p: -len(p[0]))
+    )
     renamed = {}
     for name, tensor in state.items():
         official = _rename(name, reverse)

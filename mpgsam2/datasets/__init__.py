@@ -7,7 +7,9 @@
   "left" and "right" in the expression) and colour distortion; :mod:`.transforms` - the model's inputs
   (:class:`TrainingClip`);
 * :mod:`.registry` - datasets by name from a training configuration (:class:`DatasetSpec`);
-* :mod:`.synthetic` - tiny datasets in these layouts for tests and smoke runs.
+* :mod:`.synthetic` - tiny datasets in these layouts for tests and smoke runs;
+* :mod:`.toy` - a generated dataset of moving shapes with unambiguous expressions, in the Ref-YouTube-VOS
+  layout, on which a small model learns from scratch on a CPU (``configs/toy.json``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .samples import RawClip, TrainingClip
 from .sampling import anchor_frames, sample_clip_frames
 from .submission import write_davis_annotators, write_expression_masks
 from .synthetic import write_synthetic_refcoco, write_synthetic_videos
+from .toy import ToyConfig, generate_toy_clip, write_toy_dataset
 from .transforms import ClipTransform, collate_clips
 from .videos import MeViS, RefDAVIS17, ReferringVideoDataset, RefYouTubeVOS
 
@@ -44,6 +47,7 @@ __all__ = [
     "RefDAVIS17",
     "RefYouTubeVOS",
     "ReferringVideoDataset",
+    "ToyConfig",
     "TrainingClip",
     "TrainingSet",
     "VideoExpressions",
@@ -52,6 +56,7 @@ __all__ = [
     "build_eval_set",
     "build_training_set",
     "collate_clips",
+    "generate_toy_clip",
     "horizontal_flip",
     "photometric_distort",
     "sample_clip_frames",
@@ -60,4 +65,5 @@ __all__ = [
     "write_expression_masks",
     "write_synthetic_refcoco",
     "write_synthetic_videos",
+    "write_toy_dataset",
 ]

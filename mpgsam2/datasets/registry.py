@@ -13,6 +13,7 @@ from .layouts import VIDEO_FORMATS
 from .refcoco import REFCOCO_NAMES, RefCOCO
 from .samples import RawClip
 from .synthetic import write_synthetic_refcoco, write_synthetic_videos
+from .toy import prepare_toy_split
 from .videos import VIDEO_DATASETS, ReferringVideoDataset
 
 #: What a training or evaluation dataset can be: a benchmark's video folders, or COCO-style RefCOCO.
@@ -25,6 +26,9 @@ class DatasetSpec:
 
     ``format``: ``ytvos``, ``mevis``, ``davis`` (video folders) or ``refcoco`` (COCO-style RefCOCO/+/g).
     ``synthetic``: write a tiny synthetic dataset of that format into ``root`` first (smoke tests).
+    ``toy``: write generated toy clips (:mod:`mpgsam2.datasets.toy`, ``ytvos`` layout) into ``root`` first,
+    unless that split is there: ``num_videos``, ``seed``, ``jpeg_quality`` and fields of
+    :class:`mpgsam2.datasets.toy.ToyConfig`, e.g. ``{"num_videos": 2000, "seed": 0, "num_frames": 10}``.
     ``repeat``: how many times the dataset is listed when several are concatenated (sampling weight).
     """
 
@@ -37,6 +41,7 @@ class DatasetSpec:
     max_items: int | None = None  # videos (video formats) or expressions per file (RefCOCO)
     repeat: int = 1
     synthetic: bool = False
+    toy: dict | None = None
     # Evaluation only: frames per independent clip (MeViS: 24); None = whole videos.
     clip_length: int | None = None
     extra: dict = field(default_factory=dict)
@@ -46,6 +51,8 @@ class DatasetSpec:
             raise ValueError(f"Unknown dataset format {self.format!r}; choose one of {DATASET_FORMATS}.")
         if self.num_frames < 1 or self.repeat < 1:
             raise ValueError("num_frames and repeat must be at least 1.")
+        if self.toy is not None and (self.format != "ytvos" or self.synthetic):
+            raise ValueError("Toy datasets are written in the ytvos layout, and not as synthetic ones too.")
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetSpec:
@@ -69,6 +76,14 @@ def prepare_synthetic(spec: DatasetSpec) -> None:
         write_synthetic_videos(root, layout=spec.format, split=spec.split)
 
 
+def prepare_generated(spec: DatasetSpec) -> None:
+    """Write the synthetic or toy data a spec asks for, unless it is already there."""
+    if spec.synthetic:
+        prepare_synthetic(spec)
+    if spec.toy is not None:
+        prepare_toy_split(spec.root, spec.split, spec.toy)
+
+
 def build_dataset(
     spec: DatasetSpec,
     transform: Callable[[RawClip], object] | None = None,
@@ -76,8 +91,7 @@ def build_dataset(
     seed: int = 0,
 ) -> Dataset:
     """The dataset of one spec, with the official augmentation when ``augment`` is set."""
-    if spec.synthetic:
-        prepare_synthetic(spec)
+    prepare_generated(spec)
     if spec.format == "refcoco":
         return RefCOCO(
             spec.root,
@@ -132,8 +146,7 @@ def build_eval_set(spec: DatasetSpec) -> ReferringVideoDataset:
     """A video dataset read for evaluation (every frame of every video, no augmentation)."""
     if spec.format == "refcoco":
         raise ValueError("Evaluation reads video datasets (ytvos, mevis, davis), not RefCOCO.")
-    if spec.synthetic:
-        prepare_synthetic(spec)
+    prepare_generated(spec)
     return VIDEO_DATASETS[spec.format](
         spec.root, split=spec.split, num_frames=1, lowercase=False, max_videos=spec.max_items
     )
@@ -146,5 +159,6 @@ __all__ = [
     "build_dataset",
     "build_eval_set",
     "build_training_set",
+    "prepare_generated",
     "prepare_synthetic",
 ]

@@ -6,6 +6,9 @@ Every width that a checkpoint fixes lives here; everything else is derived. The 
 * ``"base"``: the released "tiny" model (BEiT-3-base). The official code cannot build it, so its widths are
   read from the checkpoint when one is loaded (:func:`mpgsam2.checkpoints.config_from_state_dict`).
 * ``"test"``: a tiny random configuration that runs a few frames on a CPU in about a second.
+* ``"toy"``: every component at a small width (BEiT-3 at 112x112 with 8x8 patches, which keeps the 14x14
+  grid; SAM 2 at 128x128 with the ``"toy"`` Hiera), small enough to train from scratch on a CPU on
+  :mod:`mpgsam2.datasets.toy` (``configs/toy.json``; vocabulary ``assets/toy_tokenizer.model``).
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ HIERA_PRESETS: dict[str, HieraConfig] = {
     "small": HieraConfig(96, 1, (1, 2, 11, 2), (7, 10, 13), (7, 7), (8, 4, 14, 7)),
     "base_plus": HieraConfig(112, 2, (2, 3, 16, 3), (12, 16, 20), (14, 14), (8, 4, 14, 7)),
     "large": HieraConfig(),
+    # 128x128 inputs: stages of 32, 16, 8 and 4 tokens a side; block 5 (the third stage's last) is global.
+    "toy": HieraConfig(32, 1, (1, 2, 3, 1), (5,), (8, 8), (8, 4, 8, 4)),
 }
 
 
@@ -120,6 +125,11 @@ class SAM2Config:
     num_maskmem: int = 7
     memory_attention_layers: int = 4
     memory_attention_ffn_dim: int = 2048
+    # The mask decoder's two-way transformer and IoU head: sam2 fixes them for its 256-wide models, and every
+    # released model has these values.
+    decoder_mlp_dim: int = 2048
+    decoder_num_heads: int = 8
+    iou_head_hidden_dim: int = 256
     # SAM 2 stores past memories in bfloat16; the official outputs carry that rounding.
     memory_storage_dtype: str = "bfloat16"
 
@@ -207,11 +217,42 @@ def _test() -> MPGSAM2Config:
     )
 
 
-PRESETS = {"large": _large, "base": _base, "test": _test}
+def _toy() -> MPGSAM2Config:
+    beit3 = BEiT3Config(
+        embed_dim=128,
+        depth=4,
+        num_heads=4,
+        ffn_dim=256,
+        image_size=112,
+        patch_size=8,
+        vocab_size=128,  # assets/toy_tokenizer.model's pieces and [SEG]
+        max_text_positions=66,  # 64 tokens, several times the longest toy expression
+    )
+    sam2 = SAM2Config(
+        hiera=HIERA_PRESETS["toy"],
+        image_size=128,
+        hidden_dim=64,
+        memory_dim=32,
+        memory_attention_layers=2,
+        memory_attention_ffn_dim=256,
+        decoder_mlp_dim=256,
+        decoder_num_heads=4,
+        iou_head_hidden_dim=64,
+    )
+    return MPGSAM2Config(
+        name="toy",
+        beit3=beit3,
+        mask_prior=MaskPriorConfig(width=128, num_heads=4, ffn_dim=256),
+        aggregator=AggregatorConfig(num_heads=4, ffn_dim=128),
+        sam2=sam2,
+    )
+
+
+PRESETS = {"large": _large, "base": _base, "test": _test, "toy": _toy}
 
 
 def get_config(preset: str) -> MPGSAM2Config:
-    """The configuration of a named preset: ``"large"``, ``"base"`` or ``"test"``."""
+    """The configuration of a named preset: ``"large"``, ``"base"``, ``"test"`` or ``"toy"``."""
     try:
         return PRESETS[preset]()
     except KeyError:

@@ -28,12 +28,15 @@ from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
 from sam2.modeling.position_encoding import PositionEmbeddingSine
 from sam2.modeling.sam.mask_decoder import MaskDecoder
-from sam2.modeling.sam.transformer import RoPEAttention
+from sam2.modeling.sam.transformer import RoPEAttention, TwoWayTransformer
 from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 
 from .aggregator import HierarchicalAggregator
 from .config import SAM2Config
 from .mask_prior import TrackingContext
+
+#: The mask decoder's widths that SAM2Base builds (MLP width, heads, IoU head width).
+SAM2_DECODER_WIDTHS = (2048, 8, 256)
 
 
 @contextlib.contextmanager
@@ -136,6 +139,27 @@ def _build_sam2(config: SAM2Config) -> SAM2Base:
         multimask_max_pt_num=1,
         use_mlp_for_obj_ptr_proj=True,
     )
+    if (config.decoder_mlp_dim, config.decoder_num_heads, config.iou_head_hidden_dim) != SAM2_DECODER_WIDTHS:
+        # SAM2Base builds its decoder with sam2's fixed widths; narrower models (the "toy" preset) get one
+        # of the config's widths, with the same modules and names. The released widths keep SAM2Base's own
+        # decoder, so that their build (and the random stream it draws from) is unchanged.
+        model.sam_mask_decoder = MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=2,
+                embedding_dim=dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+            use_high_res_features=True,
+            iou_prediction_use_sigmoid=True,
+            pred_obj_scores=True,
+            pred_obj_scores_mlp=True,
+            use_multimask_token_for_obj_ptr=True,
+        )
     return model.eval()
 
 

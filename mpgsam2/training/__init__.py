@@ -14,7 +14,8 @@
 * :func:`prepare_for_training` - frozen image encoder, train mode, the official dropout (0.1 in the fusion
   layers, the prior generator's joint attention layer and SAM 2's memory attention), optional gradient
   checkpointing.
-* :func:`build_optimizer` - AdamW, weight decay 5e-4, the two official learning-rate groups.
+* :func:`build_optimizer` - AdamW, weight decay 5e-4, the two official learning-rate groups;
+  :func:`learning_rate_factor` - the (not official) warm-up and cosine decay of from-scratch training.
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
 
 Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
@@ -38,7 +39,14 @@ from .forward import (
 )
 from .loop import train
 from .model_init import build_training_model
-from .optim import FAST_LR_PREFIXES, build_optimizer, is_fast_parameter, parameter_groups
+from .optim import (
+    FAST_LR_PREFIXES,
+    build_optimizer,
+    is_fast_parameter,
+    learning_rate_factor,
+    parameter_groups,
+    set_learning_rates,
+)
 from .prepare import enable_gradient_checkpointing, freeze_image_encoder, prepare_for_training, set_dropout
 from .resume import last_checkpoint, save_checkpoint
 from .run_config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
@@ -67,12 +75,14 @@ __all__ = [
     "init_distributed",
     "is_fast_parameter",
     "last_checkpoint",
+    "learning_rate_factor",
     "load_config",
     "main",
     "parameter_groups",
     "prepare_for_training",
     "save_checkpoint",
     "set_dropout",
+    "set_learning_rates",
     "train",
     "video_forward",
     "wrap_distributed",

@@ -26,11 +26,13 @@ class ClipOutput:
     logits: torch.Tensor  # (T, 1, S, S) mask logits (the official pred_masks)
     sentence_scores: torch.Tensor  # (T,) the official sen_feat scalar per frame
     priors: torch.Tensor  # (T, g, g) prior-mask probabilities
+    prior_logits: torch.Tensor  # (T, g, g) their logits (for the prior loss of from-scratch training)
     object_scores: torch.Tensor  # (T,) object-score logits
 
 
 def encode_frames_trainable(model: MPGSAM2, images: torch.Tensor) -> list[FrameFeatures]:
-    """SAM 2's image features of T frames with the encoder frozen but ``conv_s0``/``conv_s1`` trainable.
+    """SAM 2's image features of T frames: ``conv_s0``/``conv_s1`` always trainable, the encoder when it is
+    (frozen in the official recipe, see :func:`mpgsam2.training.prepare.prepare_for_training`).
 
     Args:
         images: (T, 3, S, S) normalised SAM 2 inputs.
@@ -38,7 +40,9 @@ def encode_frames_trainable(model: MPGSAM2, images: torch.Tensor) -> list[FrameF
         One :class:`FrameFeatures` (batch 1) per frame.
     """
     sam = model.sam2
-    with torch.no_grad():
+    # A frozen encoder runs without a graph (no activations kept); a trained one needs it.
+    trained = any(p.requires_grad for p in sam.image_encoder.parameters())
+    with torch.set_grad_enabled(trained and torch.is_grad_enabled()):
         backbone = sam.image_encoder(images)
     levels = list(backbone["backbone_fpn"])
     levels[0] = sam.sam_mask_decoder.conv_s0(levels[0])
@@ -89,6 +93,7 @@ def video_forward(model: MPGSAM2, clip: TrainingClip, checkpoint_frames: bool = 
         logits=_square_logits(model, torch.cat(low_res)),
         sentence_scores=model.mask_prior.sentence_scores(context.text_features),
         priors=context.priors,
+        prior_logits=context.prior_logits,
         object_scores=torch.cat(object_scores),
     )
 
@@ -172,6 +177,7 @@ def image_forward(model: MPGSAM2, clip: TrainingClip) -> ClipOutput:
         logits=_square_logits(model, masks[:, :1]),
         sentence_scores=model.mask_prior.sentence_scores(context.text_features),
         priors=context.priors,
+        prior_logits=context.prior_logits,
         object_scores=object_score.reshape(1),
     )
 
@@ -188,7 +194,7 @@ class TrainingForward(nn.Module):
 
     Args:
         model: the network (prepared with :func:`prepare_for_training`).
-        weights: the loss weights (official 2 / 5 / 2).
+        weights: the loss weights (official 2 / 5 / 2, and the from-scratch terms off).
         precision: ``None``/``"fp32"``, or ``"bf16"``/``"fp16"`` autocast for the forward (losses in fp32).
         checkpoint_frames: recompute each tracked frame in the backward pass.
     """
@@ -216,6 +222,9 @@ class TrainingForward(nn.Module):
             [o.sentence_scores for o in outputs],
             num_boxes,
             self.weights,
+            object_scores=[o.object_scores for o in outputs],
+            visible=[c.visible for c in clips],
+            prior_logits=[o.prior_logits for o in outputs],
         )
 
 

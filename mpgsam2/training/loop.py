@@ -29,7 +29,7 @@ from .distributed import (
 from .evaluate import evaluate_model
 from .forward import TrainingForward, forward_backward
 from .model_init import build_training_model
-from .optim import build_optimizer
+from .optim import build_optimizer, learning_rate_factor, set_learning_rates
 from .prepare import prepare_for_training
 from .resume import (
     gather_rng_states,
@@ -73,7 +73,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
     try:
         model, tokenizer, tokenizer_file = build_training_model(config.model)
         model = prepare_for_training(
-            model.to(context.device), schedule.dropout, schedule.gradient_checkpointing
+            model.to(context.device),
+            schedule.dropout,
+            schedule.gradient_checkpointing,
+            freeze_encoder=schedule.freeze_image_encoder,
         )
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info(
@@ -118,6 +121,9 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
 
+        optim = config.optim
+        # The official rates are constant and never touched; a schedule sets them before every step.
+        scheduled = optim.warmup_steps > 0 or optim.decay != "none"
         history: list[dict[str, float]] = []
         window: list[dict[str, float]] = []
         step, checkpoint_dir = progress["step"], source
@@ -136,6 +142,9 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             batch_index = first_batch
             for batch_index, clips in enumerate(loader, start=first_batch):
                 consumed += per_step
+                if scheduled:
+                    factor = learning_rate_factor(step, optim.warmup_steps, optim.decay, schedule.max_steps)
+                    set_learning_rates(optimizer, factor)
                 optimizer.zero_grad(set_to_none=True)
                 losses = forward_backward(module, clips, context.device, scaler)
                 if scaler is not None:
@@ -164,7 +173,15 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                         )  # fmt: skip
                         with (output_dir / "log.jsonl").open("a") as log:
                             log.write(
-                                json.dumps({"step": step, "epoch": epoch, **mean, "s_per_step": seconds})
+                                json.dumps(
+                                    {
+                                        "step": step,
+                                        "epoch": epoch,
+                                        **mean,
+                                        "lr": optimizer.param_groups[0]["lr"],
+                                        "s_per_step": seconds,
+                                    }
+                                )
                                 + "\n"
                             )
                     window, tick = [], time.time()

@@ -14,6 +14,15 @@ models) and whose ground truth is resized to ``S`` with nearest-neighbour interp
 with ``num_boxes`` the number of frames in which the target is visible, summed over the batch, averaged
 over the processes and at least 1 (:func:`count_visible_frames`). The total is
 ``2 loss_mask + 5 loss_dice + 2 loss_sim`` (:class:`LossWeights`).
+
+Not in the official recipe, for models trained from scratch (weight 0, left out, by default):
+
+* ``loss_object``, SAM 2's own object-score loss (:func:`object_score_loss`). MPG-SAM 2 inherits SAM 2's
+  trained object-score head, which none of the three official terms reaches (the score gates the masks
+  through a hard threshold), so a model trained from scratch needs it to ever report a hidden target;
+* ``loss_prior``, focal + dice of the prior mask against the ground truth averaged onto the prior's grid
+  (:func:`prior_loss`): direct supervision of the text grounding, which the official model brings from
+  pre-trained BEiT-3 / EVF-SAM weights.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ class LossWeights:
     mask: float = 2.0
     dice: float = 5.0
     sim: float = 2.0
+    # Not official, for training from scratch (see the module's docstring): 0 leaves a term out.
+    object_score: float = 0.0  # object_score_loss: SAM 2's object-score head
+    prior: float = 0.0  # prior_loss: BEiT-3 and the prior generator
 
 
 #: The official weights.
@@ -117,6 +129,38 @@ def mask_text_similarity_loss(
     return F.mse_loss(predicted, expected)
 
 
+def object_score_loss(object_scores: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """SAM 2's object-score loss: binary cross-entropy of "the target is visible", averaged over frames.
+
+    (SAM 2's ``loss_class`` is a focal loss with alpha 0.5 and gamma 0, i.e. half this cross-entropy.)
+
+    Args:
+        object_scores: (F,) object-score logits.
+        visible: (F,) bool or 0/1, whether the target is visible.
+    Returns:
+        A scalar, the mean over the F frames.
+    """
+    logits = object_scores.reshape(-1).float()
+    return F.binary_cross_entropy_with_logits(logits, visible.reshape(-1).to(logits.dtype))
+
+
+def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
+    """Focal + dice of one clip's prior masks against its ground truth averaged onto the prior's grid.
+
+    Args:
+        prior_logits: (T, g, g) logits of the prior masks.
+        targets: (T, S, S) 0/1 ground truth; each prior cell's target is the fraction of it covered.
+        num_boxes: the normaliser (visible frames), as for the mask terms.
+    Returns:
+        A scalar.
+    """
+    fractions = F.interpolate(targets[:, None].float(), size=prior_logits.shape[-2:], mode="area")[:, 0]
+    logits = prior_logits[None].float()
+    return sigmoid_focal_loss(logits, fractions[None], num_boxes) + dice_loss(
+        logits, fractions[None], num_boxes
+    )
+
+
 def count_visible_frames(
     visible: Sequence[torch.Tensor] | torch.Tensor, distributed: bool | None = None
 ) -> float:
@@ -148,16 +192,23 @@ def clip_losses(
     sentence_scores: Sequence[torch.Tensor],
     num_boxes: float,
     weights: LossWeights = OFFICIAL_WEIGHTS,
+    object_scores: Sequence[torch.Tensor] | None = None,
+    visible: Sequence[torch.Tensor] | None = None,
+    prior_logits: Sequence[torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """The three weighted terms and their total for a batch of clips of possibly different lengths.
+    """The weighted terms and their total for a batch of clips of possibly different lengths.
 
     Args:
         logits: per clip (T_b, S, S) mask logits at SAM 2's square resolution.
         targets: per clip (T_b, S, S) 0/1 ground truth at the same resolution.
         sentence_scores: per clip (T_b,) sentence scores.
         num_boxes: from :func:`count_visible_frames`.
+        object_scores, visible: per clip (T_b,) object-score logits and visibility; needed when
+            ``weights.object_score`` is not 0.
+        prior_logits: per clip (T_b, g, g) prior logits; needed when ``weights.prior`` is not 0.
     Returns:
-        ``{"loss_mask", "loss_dice", "loss_sim"}`` (unweighted) and ``"loss"`` (the weighted total).
+        ``{"loss_mask", "loss_dice", "loss_sim"}`` (unweighted), ``"loss_object"`` and ``"loss_prior"`` when
+        their weights are not 0, and ``"loss"`` (the weighted total).
     """
     focal = sum(sigmoid_focal_loss(p[None], g[None], num_boxes) for p, g in zip(logits, targets))
     dice = sum(dice_loss(p[None], g[None], num_boxes) for p, g in zip(logits, targets))
@@ -167,4 +218,17 @@ def clip_losses(
         torch.cat([s.reshape(-1) for s in sentence_scores]),
     )
     total = weights.mask * focal + weights.dice * dice + weights.sim * sim
-    return {"loss": total, "loss_mask": focal, "loss_dice": dice, "loss_sim": sim}
+    losses = {"loss_mask": focal, "loss_dice": dice, "loss_sim": sim}
+    if weights.object_score:
+        if object_scores is None or visible is None:
+            raise ValueError("The object-score loss needs the object scores and visibility of every clip.")
+        losses["loss_object"] = object_score_loss(
+            torch.cat([s.reshape(-1) for s in object_scores]), torch.cat([v.reshape(-1) for v in visible])
+        )
+        total = total + weights.object_score * losses["loss_object"]
+    if weights.prior:
+        if prior_logits is None:
+            raise ValueError("The prior loss needs the prior logits of every clip.")
+        losses["loss_prior"] = sum(prior_loss(p, g, num_boxes) for p, g in zip(prior_logits, targets))
+        total = total + weights.prior * losses["loss_prior"]
+    return {"loss": total, **losses}

@@ -21,10 +21,19 @@ from ..checkpoints.files import weights_file
 from ..checkpoints.loading import load_state_dict_strict
 from ..modeling.config import PRESETS, MPGSAM2Config, get_config
 from ..modeling.model import MPGSAM2, build_model
-from ..tokenizer import TEST_TOKENIZER, ExpressionTokenizer, find_sentencepiece, load_tokenizer
+from ..tokenizer import (
+    TEST_TOKENIZER,
+    TOY_TOKENIZER,
+    ExpressionTokenizer,
+    find_sentencepiece,
+    load_tokenizer,
+)
 from .run_config import ModelSpec
 
 logger = logging.getLogger(__name__)
+
+#: Presets whose tokenizer ships with the package; the others need BEiT-3's beit3.spm (model.tokenizer).
+BUNDLED_TOKENIZERS: dict[str, Path] = {"test": TEST_TOKENIZER, "toy": TOY_TOKENIZER}
 
 
 def _with_switches(config: MPGSAM2Config, spec: ModelSpec) -> MPGSAM2Config:
@@ -66,9 +75,9 @@ def build_training_model(spec: ModelSpec) -> tuple[MPGSAM2, ExpressionTokenizer,
             _load_submodule(model.sam2, spec.sam2_checkpoint, "", "SAM 2")
         if spec.beit3_checkpoint:
             _load_submodule(model.multimodal_encoder, spec.beit3_checkpoint, "beit3.", "BEiT-3")
-        if spec.tokenizer is None and spec.init != "test":
+        if spec.tokenizer is None and spec.init not in BUNDLED_TOKENIZERS:
             raise ValueError("Training a preset from scratch needs model.tokenizer (BEiT-3's beit3.spm).")
-        spm = find_tokenizer_file(spec.tokenizer or TEST_TOKENIZER)
+        spm = find_tokenizer_file(spec.tokenizer or BUNDLED_TOKENIZERS[spec.init])
     else:
         path = resolve_source(spec.init)
         state = read_weights(weights_file(path))

@@ -1,9 +1,14 @@
-"""The optimiser: AdamW with the two official learning-rate groups."""
+"""The optimiser: AdamW with the two official learning-rate groups; an optional learning-rate schedule."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+#: Learning-rate decays: "none" (the official constant rates) or "cosine" (half a cosine to 0).
+LR_DECAYS = ("none", "cosine")
 
 #: Parameters trained with the fast learning rate (the official ``--lr_bifit_names``: ``mask_linear``,
 #: ``mask_product``, ``vmtoken``, ``vtlfusion_module``, ``mmfusion_module``, ``objfusion_module``).
@@ -38,3 +43,33 @@ def build_optimizer(
     run has no learning-rate schedule (its DeepSpeed set-up returns none).
     """
     return torch.optim.AdamW(parameter_groups(model, lr, lr_fast), lr=lr, weight_decay=weight_decay)
+
+
+def learning_rate_factor(
+    step: int, warmup_steps: int = 0, decay: str = "none", total_steps: int | None = None
+) -> float:
+    """The multiple of the base learning rates for optimiser step ``step`` (0-based).
+
+    The official recipe is constant (``warmup_steps=0``, ``decay="none"``: always 1). Training from scratch
+    may warm up linearly over ``warmup_steps`` and decay along half a cosine to 0 at ``total_steps``
+    (``decay="cosine"``). A function of the step alone, so that a resumed run continues on the same curve.
+    """
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if decay == "cosine":
+        if not total_steps:
+            raise ValueError("A cosine decay needs the total number of steps (train.max_steps).")
+        factor *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / total_steps)))
+    elif decay != "none":
+        raise ValueError(f"Unknown learning-rate decay {decay!r}; choose one of {LR_DECAYS}.")
+    return factor
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, factor: float) -> None:
+    """Set every group's learning rate to ``factor`` times its base rate.
+
+    The base rate is recorded in the group (``base_lr``) on first use; it travels with the optimiser's state
+    dict, so that a resumed run scales the configured rate, not an already scaled one.
+    """
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+        group["lr"] = group["base_lr"] * factor

@@ -1,4 +1,5 @@
-"""Preparing a model for training: the frozen image encoder, the official dropout, gradient checkpointing."""
+"""Preparing a model for training: the frozen image encoder (trained instead from scratch), the official
+dropout, gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -103,12 +104,22 @@ def enable_gradient_checkpointing(model: MPGSAM2) -> None:
 
 
 def prepare_for_training(
-    model: MPGSAM2, dropout: float = OFFICIAL_DROPOUT, gradient_checkpointing: bool = False
+    model: MPGSAM2,
+    dropout: float = OFFICIAL_DROPOUT,
+    gradient_checkpointing: bool = False,
+    freeze_encoder: bool = True,
 ) -> MPGSAM2:
-    """Official training state: image encoder frozen (and in eval mode), the rest in train mode, dropout."""
-    freeze_image_encoder(model)
+    """Official training state: image encoder frozen (and in eval mode), the rest in train mode, dropout.
+
+    ``freeze_encoder=False`` (not official) trains SAM 2's image encoder too, in train mode: a model trained
+    from scratch has no pre-trained Hiera to keep.
+    """
     model.train()
-    model.sam2.image_encoder.eval()
+    if freeze_encoder:
+        freeze_image_encoder(model)
+        model.sam2.image_encoder.eval()
+    else:
+        model.requires_grad_(True)
     set_dropout(model, dropout)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..datasets import DatasetSpec
 from ..devices import parse_dtype
 from .losses import LossWeights
+from .optim import LR_DECAYS
 from .prepare import OFFICIAL_DROPOUT
 
 
@@ -26,8 +27,9 @@ def _check_keys(section: str, data: dict, allowed: Sequence[str]) -> None:
 class ModelSpec:
     """Where the weights to train come from, and the ablation switches.
 
-    ``init``: a preset (``large``, ``base``, ``test``: random weights, or SAM 2 / BEiT-3 checkpoints below)
-    or a trained model (a variant ``ytvos``/``mevis``/``tiny``, a hub id, a checkpoint folder or file).
+    ``init``: a preset (``large``, ``base``, ``test``, ``toy``: random weights, or SAM 2 / BEiT-3
+    checkpoints below) or a trained model (a variant ``ytvos``/``mevis``/``tiny``, a hub id, a checkpoint
+    folder or file).
     ``aggregator`` / ``mask_prior``: fields of :class:`mpgsam2.modeling.config.AggregatorConfig` /
     :class:`mpgsam2.modeling.config.MaskPriorConfig` to change (e.g. ``{"object_local": false}``,
     ``{"num_pixel_layers": 2}``, ``{"dense_prompt": false}``); layers a checkpoint lacks start random.
@@ -44,11 +46,23 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class OptimSpec:
+    """AdamW's settings and the learning-rate schedule (see :mod:`mpgsam2.training.optim`)."""
+
     lr: float = 2e-6
     lr_fast: float = 5e-5
     weight_decay: float = 5e-4
     # The official scripts pass 0.1, but under DeepSpeed ZeRO-2 the clipping sees no gradients; 0 = off.
     clip_max_norm: float = 0.0
+    # Not official (its rates are constant), for training from scratch: linear warm-up over this many steps,
+    # and "cosine" decay to 0 at train.max_steps.
+    warmup_steps: int = 0
+    decay: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.decay not in LR_DECAYS:
+            raise ValueError(f"Unknown optim.decay {self.decay!r}; choose one of {LR_DECAYS}.")
+        if self.warmup_steps < 0:
+            raise ValueError("optim.warmup_steps must be at least 0.")
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,8 @@ class ScheduleSpec:
     num_workers: int = 4
     precision: str = "fp32"  # or "bf16" (autocast; fp32 master weights)
     gradient_checkpointing: bool = False
+    # The official recipe keeps SAM 2's pre-trained image encoder frozen; false trains it (from scratch).
+    freeze_image_encoder: bool = True
     dropout: float = OFFICIAL_DROPOUT
     augment: bool = True
     seed: int = 42
@@ -110,6 +126,10 @@ class TrainConfig:
         parse_dtype(schedule.precision)
         if schedule.batch_size < 1 or schedule.epochs < 0:
             raise ValueError("train.batch_size must be at least 1 and train.epochs at least 0.")
+        if parsed["optim"].decay != "none" and schedule.max_steps is None:
+            raise ValueError(
+                f"optim.decay {parsed['optim'].decay!r} needs train.max_steps (where it reaches 0)."
+            )
         return cls(
             output_dir=output_dir,
             model=parsed["model"],

@@ -1,0 +1,135 @@
+"""Toy clips on disk in the Ref-YouTube-VOS layout, which the project's readers take unchanged::
+
+    <root>/<split>/JPEGImages/<video>/<frame>.jpg
+    <root>/<split>/Annotations/<video>/<frame>.png        palette PNG, pixel value = object id (0 = none)
+    <root>/meta_expressions/<split>/meta_expressions.json
+
+Video ``toy<seed>`` holds the clip of that seed. The meta file is written last, so a split that has one is
+complete; it also records what wrote the split (``"toy"``: seeds, count, JPEG quality and the
+:class:`ToyConfig`), so that a training configuration asking for other toy data in the same folder is
+refused instead of silently reading the old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+from PIL import Image
+
+from ...export import DAVIS_PALETTE
+from .generator import generate_toy_clip
+from .scene import ToyConfig
+
+logger = logging.getLogger(__name__)
+
+#: Options of a dataset spec's ``toy`` mapping that are arguments of :func:`write_toy_dataset`; the others
+#: are fields of :class:`ToyConfig`.
+WRITE_OPTIONS = ("num_videos", "seed", "jpeg_quality")
+DEFAULT_NUM_VIDEOS = 100
+DEFAULT_SEED = 0
+DEFAULT_JPEG_QUALITY = 95
+# Progress is logged every this many videos (a training set of thousands takes minutes to write).
+LOG_EVERY = 500
+
+
+def video_name(seed: int) -> str:
+    """The folder name of the clip of ``seed``."""
+    return f"toy{seed:07d}"
+
+
+def toy_meta_path(root: str | Path, split: str) -> Path:
+    """Where :func:`write_toy_dataset` writes the split's meta file (present once the split is complete)."""
+    return Path(root) / "meta_expressions" / split / "meta_expressions.json"
+
+
+def generator_record(num_videos: int, seed: int, config: ToyConfig, jpeg_quality: int) -> dict:
+    """What the meta file records of the generator, as JSON reads it back."""
+    record = {
+        "num_videos": num_videos,
+        "seed": seed,
+        "jpeg_quality": jpeg_quality,
+        "config": dataclasses.asdict(config),
+    }
+    return json.loads(json.dumps(record))
+
+
+def write_toy_dataset(
+    root: str | Path,
+    split: str = "train",
+    num_videos: int = DEFAULT_NUM_VIDEOS,
+    seed: int = DEFAULT_SEED,
+    config: ToyConfig | None = None,
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+) -> Path:
+    """Write the clips of seeds ``seed`` to ``seed + num_videos - 1`` under ``root``; returns ``root``.
+
+    Each expression is an ``exp_id`` (0, 1, ... in the clip's order) whose ``obj_id`` is the target's label
+    in the palette PNGs; its ``kind`` (see :data:`mpgsam2.datasets.toy.KINDS`) is kept for analysis.
+    """
+    config = config or ToyConfig()
+    root = Path(root)
+    names = [f"{t:05d}" for t in range(config.num_frames)]
+    palette = DAVIS_PALETTE.ravel().tolist()
+    videos: dict[str, dict] = {}
+    for count, clip_seed in enumerate(range(seed, seed + num_videos), start=1):
+        clip = generate_toy_clip(clip_seed, config)
+        video = video_name(clip_seed)
+        image_dir = root / split / "JPEGImages" / video
+        label_dir = root / split / "Annotations" / video
+        image_dir.mkdir(parents=True, exist_ok=True)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for name, frame, label in zip(names, clip.frames, clip.labels):
+            # No chroma subsampling: it would bleed the shapes' colours over their edges.
+            Image.fromarray(frame).save(image_dir / f"{name}.jpg", quality=jpeg_quality, subsampling=0)
+            png = Image.fromarray(label)  # "L"; putpalette makes it "P"
+            png.putpalette(palette)
+            png.save(label_dir / f"{name}.png")
+        videos[video] = {
+            "frames": names,
+            "expressions": {
+                str(i): {"exp": e.text, "obj_id": str(e.object_id), "kind": e.kind}
+                for i, e in enumerate(clip.expressions)
+            },
+        }
+        if count % LOG_EVERY == 0:
+            logger.info("Toy %s: %d of %d videos written", split, count, num_videos)
+    meta = toy_meta_path(root, split)
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    record = generator_record(num_videos, seed, config, jpeg_quality)
+    meta.write_text(json.dumps({"videos": videos, "toy": record}))
+    logger.info("Wrote %d toy videos (seeds %d-%d) to %s", num_videos, seed, seed + num_videos - 1, root)
+    return root
+
+
+def prepare_toy_split(root: str | Path, split: str, options: dict) -> None:
+    """Write the toy split that a dataset spec's ``toy`` mapping asks for, unless it is already there.
+
+    Args:
+        options: :data:`WRITE_OPTIONS` and fields of :class:`ToyConfig`, e.g.
+            ``{"num_videos": 2000, "seed": 0, "num_frames": 10}``.
+    Raises:
+        ValueError: an unknown option, or a split already written with other options (or not by the
+            generator).
+    """
+    options = dict(options)
+    arguments = {key: options.pop(key) for key in WRITE_OPTIONS if key in options}
+    config = ToyConfig.from_dict(options)
+    meta = toy_meta_path(root, split)
+    if not meta.is_file():
+        write_toy_dataset(root, split, config=config, **arguments)
+        return
+    wanted = generator_record(
+        arguments.get("num_videos", DEFAULT_NUM_VIDEOS),
+        arguments.get("seed", DEFAULT_SEED),
+        config,
+        arguments.get("jpeg_quality", DEFAULT_JPEG_QUALITY),
+    )
+    written = json.loads(meta.read_text()).get("toy")
+    if written != wanted:
+        raise ValueError(
+            f"{meta} was not written by the toy generator with these options ({written} on disk, {wanted} "
+            "asked); delete the split or choose another root."
+        )

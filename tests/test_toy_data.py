@@ -1,0 +1,257 @@
+"""The toy dataset generator: determinism, ground truth, unambiguous expressions, the Ref-YouTube-VOS layout.
+
+Expressions are checked by an independent reading: each one is parsed back into words and its referents are
+worked out from the clip's objects and masks alone, which must leave its target and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mpgsam2.datasets import DatasetSpec, RefYouTubeVOS, build_dataset, build_eval_set
+from mpgsam2.datasets.toy import (
+    COLOURS,
+    KINDS,
+    POSITION_PHRASES,
+    POSITIONS,
+    SHAPES,
+    VOCABULARY,
+    ToyConfig,
+    find_expressions,
+    generate_toy_clip,
+    shape_mask,
+    toy_meta_path,
+    video_name,
+    write_toy_dataset,
+)
+
+SEEDS = range(40)
+# Training's setting in configs/toy.json: several phrasings of each target.
+MANY_PER_OBJECT = ToyConfig(max_expressions=4, expressions_per_object=4)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return [generate_toy_clip(seed) for seed in SEEDS]
+
+
+@pytest.fixture(scope="module")
+def training_clips():
+    return [generate_toy_clip(seed, MANY_PER_OBJECT) for seed in range(15)]
+
+
+def test_the_same_seed_gives_the_same_clip():
+    first, again, other = generate_toy_clip(7), generate_toy_clip(7), generate_toy_clip(8)
+    assert np.array_equal(first.frames, again.frames) and np.array_equal(first.masks, again.masks)
+    assert first.expressions == again.expressions and first.objects == again.objects
+    assert all(np.array_equal(a.centres, b.centres) for a, b in zip(first.objects, again.objects))
+    assert not np.array_equal(first.frames, other.frames)
+
+
+def test_shapes_and_counts(clips):
+    config = ToyConfig()
+    for clip in clips:
+        frames, masks = clip.frames, clip.masks
+        assert frames.shape == (config.num_frames, config.frame_size, config.frame_size, 3)
+        assert frames.dtype == np.uint8 and masks.dtype == bool
+        assert config.min_objects <= len(clip.objects) == len(masks) <= config.max_objects
+        assert config.min_expressions <= len(clip.expressions) <= config.max_expressions
+        assert len({e.object_id for e in clip.expressions}) == len(clip.expressions)
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="at least 6 frames"):
+        ToyConfig(num_frames=5)
+    with pytest.raises(ValueError, match="min_expressions"):
+        ToyConfig(min_expressions=4, max_expressions=3)
+    with pytest.raises(ValueError, match="Unknown toy dataset option"):
+        ToyConfig.from_dict({"colour": "red"})
+    assert ToyConfig.from_dict({"speed": [1, 2]}).speed == (1, 2)
+
+
+def test_masks_are_empty_exactly_where_the_object_is_hidden(clips):
+    """Each visible mask is the drawn shape minus the shapes drawn in front of it, cut to the frame."""
+    for clip in clips:
+        size = clip.frames.shape[1]
+        for k, item in enumerate(clip.objects):
+            for t in range(len(clip.frames)):
+                whole = shape_mask(item.shape, *item.centres[t], item.radius, size)
+                in_front = np.zeros_like(whole)
+                for other in clip.objects:
+                    if other.depth > item.depth:
+                        in_front |= shape_mask(other.shape, *other.centres[t], other.radius, size)
+                assert np.array_equal(clip.full_masks[k, t], whole)
+                assert np.array_equal(clip.masks[k, t], whole & ~in_front)
+        # The labels are the visible masks, without overlaps.
+        assert (clip.masks.sum(0) <= 1).all()
+        for k in range(len(clip.objects)):
+            assert np.array_equal(clip.labels == k + 1, clip.masks[k])
+
+
+def test_targets_are_hidden_on_some_frames_both_behind_shapes_and_off_the_frame(clips):
+    hidden = total = outside = covered = 0
+    for clip in clips:
+        for expression in clip.expressions:
+            k = expression.object_id - 1
+            shown = clip.masks[k].reshape(len(clip.frames), -1).any(1)
+            in_frame = clip.full_masks[k].reshape(len(clip.frames), -1).any(1)
+            assert shown.any(), "every target is visible on some frame"
+            hidden += int((~shown).sum())
+            total += len(shown)
+            outside += int((~in_frame).sum())
+            covered += int((in_frame & ~shown).sum())
+    assert 0.08 <= hidden / total <= 0.3
+    assert outside > 0 and covered > 0
+
+
+_PHRASE = re.compile(
+    r"^the (?:(small|big) )?(?:({colours}) )?({shapes}|shape)(?: (.*))?$".format(
+        colours="|".join(COLOURS), shapes="|".join(SHAPES)
+    )
+)
+
+
+def _parse(text: str) -> tuple[dict, str | None]:
+    match = _PHRASE.match(text)
+    assert match, text
+    size, colour, shape, rest = match.groups()
+    attributes = {"size": size, "colour": colour, "shape": None if shape == "shape" else shape}
+    return {k: v for k, v in attributes.items() if v}, rest
+
+
+def _matching(clip, attributes: dict) -> list[int]:
+    return [k for k, o in enumerate(clip.objects) if all(getattr(o, a) == v for a, v in attributes.items())]
+
+
+def _covered_by(clip, behind: int, front: int) -> float:
+    """Largest fraction of ``behind``'s in-frame area under ``front`` (0 if ``front`` is drawn behind it)."""
+    if clip.objects[front].depth < clip.objects[behind].depth:
+        return 0.0
+    area = clip.full_masks[behind].reshape(len(clip.frames), -1).sum(1)
+    under = (clip.full_masks[behind] & clip.full_masks[front]).reshape(len(clip.frames), -1).sum(1)
+    return float(np.max(np.where(area > 0, under / np.maximum(area, 1), 0)))
+
+
+def _referents(clip, text: str, config: ToyConfig) -> list[int]:
+    """The objects an expression can mean, from its words and the clip's objects and masks alone."""
+    attributes, rest = _parse(text)
+    members = _matching(clip, attributes)
+    if rest is None:
+        return members
+    directions = {phrase: direction for direction, phrase in POSITION_PHRASES.items()}
+    if rest in directions:
+        axis, sign = POSITIONS[directions[rest]]
+        in_frame = clip.full_masks.reshape(*clip.full_masks.shape[:2], -1).any(-1)
+
+        def extreme(k: int) -> bool:
+            for other in members:
+                if other == k:
+                    continue
+                together = in_frame[k] & in_frame[other]
+                gaps = sign * (clip.objects[k].centres[:, axis] - clip.objects[other].centres[:, axis])
+                if not together.any() or gaps[together].min() < config.position_margin:
+                    return False
+            return True
+
+        return [k for k in members if extreme(k)]
+    relation, other_text = re.match(r"(that goes behind|that passes in front of) (the .*)", rest).groups()
+    others = _referents(clip, other_text, config)
+    assert len(others) == 1, f"{other_text!r} must name one object"
+    (other,) = others
+    members = [k for k in members if k != other]
+    if relation == "that goes behind":
+        coverage = {k: _covered_by(clip, k, other) for k in members}
+    else:
+        coverage = {k: _covered_by(clip, other, k) for k in members}
+    clear = [k for k, c in coverage.items() if c >= config.occluded]
+    # Unambiguous only when no other candidate is covered more than slightly.
+    return clear if all(c <= config.not_occluded for k, c in coverage.items() if k not in clear) else members
+
+
+def test_every_expression_names_its_target_alone(clips):
+    config = ToyConfig()
+    kinds = set()
+    for clip in clips:
+        for expression in clip.expressions:
+            assert _referents(clip, expression.text, config) == [expression.object_id - 1], expression.text
+            assert set(expression.text.split()) <= set(VOCABULARY)
+            kinds.add(expression.kind)
+    assert kinds == set(KINDS)
+
+
+def test_every_candidate_expression_names_its_target_alone(clips):
+    """Not only the chosen expressions: every one the generator finds for a clip (hundreds)."""
+    config = ToyConfig()
+    checked = 0
+    for clip in clips[:20]:
+        for object_id, expressions in find_expressions(clip.objects, clip.full_masks, config).items():
+            for expression in expressions:
+                assert _referents(clip, expression.text, config) == [object_id - 1], expression.text
+                checked += 1
+    assert checked > 200
+
+
+def test_several_phrasings_per_target_are_distinct_and_each_names_it_alone(training_clips):
+    per_object = []
+    for clip in training_clips:
+        texts = [e.text for e in clip.expressions]
+        assert len(set(texts)) == len(texts), texts
+        assert len({e.object_id for e in clip.expressions}) <= MANY_PER_OBJECT.max_expressions
+        for expression in clip.expressions:
+            assert _referents(clip, expression.text, MANY_PER_OBJECT) == [expression.object_id - 1]
+        counts = np.bincount([e.object_id for e in clip.expressions])
+        per_object.append(counts[counts > 0].max())
+    assert max(per_object) > 1 and max(per_object) <= MANY_PER_OBJECT.expressions_per_object
+
+
+def test_the_layout_reads_as_ref_youtube_vos(tmp_path):
+    config = ToyConfig(num_frames=6, max_objects=3)
+    root = write_toy_dataset(tmp_path / "toy", "train", num_videos=3, seed=5, config=config)
+    dataset = RefYouTubeVOS(root, "train", num_frames=3)
+    assert sorted(dataset.meta) == [video_name(s) for s in (5, 6, 7)]
+    for item in dataset.iter_eval_videos():
+        clip = generate_toy_clip(int(item.video[3:]), config)
+        frames = item.load_frames()
+        assert frames.shape == clip.frames.shape
+        assert np.abs(frames.astype(int) - clip.frames).mean() < 4  # JPEG (of the noise, mostly)
+        assert [item.expressions[e]["exp"] for e in sorted(item.expressions)] == [
+            e.text for e in clip.expressions
+        ]
+        for exp_id in item.expressions:
+            target = clip.expressions[int(exp_id)]
+            assert np.array_equal(item.ground_truth(exp_id), clip.target_masks(target))
+    raw = dataset.raw_item(0)
+    assert raw.frames.shape[0] == 3 and raw.visible.any()
+
+
+def test_a_dataset_spec_writes_the_toy_data_once_and_refuses_other_options(tmp_path):
+    entry = {
+        "format": "ytvos",
+        "root": str(tmp_path / "data"),
+        "num_frames": 4,
+        "toy": {"num_videos": 2, "seed": 100, "num_frames": 8},
+    }
+    dataset = build_dataset(DatasetSpec.from_dict(entry), augment=False)
+    assert sorted(dataset.meta) == [video_name(100), video_name(101)]
+    assert len(dataset.frames[video_name(100)]) == 8
+    meta = toy_meta_path(tmp_path / "data", "train")
+    assert json.loads(meta.read_text())["toy"]["seed"] == 100
+    written = meta.stat().st_mtime_ns
+    build_dataset(DatasetSpec.from_dict(entry), augment=False)
+    assert meta.stat().st_mtime_ns == written  # already there: not written again
+    with pytest.raises(ValueError, match="delete the split or choose another root"):
+        build_dataset(
+            DatasetSpec.from_dict({**entry, "toy": {"num_videos": 3, "seed": 100, "num_frames": 8}})
+        )
+    with pytest.raises(ValueError, match="ytvos layout"):
+        DatasetSpec(format="davis", root="x", toy={})
+    with pytest.raises(ValueError, match="Unknown toy dataset option"):
+        build_dataset(DatasetSpec(format="ytvos", root=str(tmp_path / "other"), toy={"colour": 1}))
+    evaluation = build_eval_set(
+        DatasetSpec(format="ytvos", root=str(tmp_path / "data"), split="valid", toy={"num_videos": 1})
+    )
+    assert list(evaluation.meta) == [video_name(0)]

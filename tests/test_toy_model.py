@@ -1,0 +1,189 @@
+"""The "toy" preset, its tokenizer, and the switches that train it from scratch (configs/toy.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mpgsam2 import VideoPredictor, build_model, get_config, load_model, load_tokenizer, save_pretrained
+from mpgsam2.checkpoints import config_from_state_dict, read_config_hints, read_weights
+from mpgsam2.datasets import ClipTransform, RawClip
+from mpgsam2.datasets.toy import VOCABULARY, ToyConfig, generate_toy_clip
+from mpgsam2.modeling.config import HIERA_PRESETS
+from mpgsam2.modeling.sam2_adapter import SAM2_DECODER_WIDTHS
+from mpgsam2.tokenizer import TOY_TOKENIZER
+from mpgsam2.training import TrainingForward, forward_backward, load_config, prepare_for_training, train
+from mpgsam2.training.losses import LossWeights
+from mpgsam2.training.optim import learning_rate_factor, set_learning_rates
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    return build_model("toy", seed=0)
+
+
+@pytest.fixture(scope="module")
+def toy_tokenizer():
+    return load_tokenizer(TOY_TOKENIZER)
+
+
+def _decoder_widths(model) -> tuple[int, int, int]:
+    decoder = model.sam2.sam_mask_decoder
+    layer = decoder.transformer.layers[0]
+    return (
+        layer.mlp.layers[0].out_features,
+        layer.self_attn.num_heads,
+        decoder.iou_prediction_head.layers[0].out_features,
+    )
+
+
+def test_every_sam2_width_follows_the_config(toy_model, untrained_model):
+    sam2 = get_config("toy").sam2
+    encoder = toy_model.sam2.memory_encoder
+    assert encoder.mask_downsampler.encoder[-1].out_channels == sam2.hidden_dim
+    assert encoder.pix_feat_proj.in_channels == sam2.hidden_dim
+    assert encoder.out_proj.out_channels == sam2.memory_dim
+    assert _decoder_widths(toy_model) == (
+        sam2.decoder_mlp_dim,
+        sam2.decoder_num_heads,
+        sam2.iou_head_hidden_dim,
+    )
+    assert toy_model.sam2.memory_attention.layers[0].linear1.out_features == sam2.memory_attention_ffn_dim
+    # Nothing in SAM 2 is wider than Hiera's last stage's MLP: no width was left at sam2's 256-wide default.
+    widths = {m.out_features for m in toy_model.sam2.modules() if isinstance(m, torch.nn.Linear)}
+    assert max(widths) <= 4 * sam2.hiera.channels[0]
+    # The released widths keep SAM2Base's own decoder.
+    assert _decoder_widths(untrained_model) == SAM2_DECODER_WIDTHS
+    assert get_config("large").sam2.hiera == HIERA_PRESETS["large"]
+
+
+def test_the_toy_preset_segments_a_toy_clip(toy_model, toy_tokenizer):
+    clip = generate_toy_clip(3)
+    predictor = VideoPredictor(toy_model, toy_tokenizer, "cpu")
+    results = predictor.segment(clip.frames[:4], [e.text for e in clip.expressions])
+    assert len(results) == len(clip.expressions)
+    for result in results:
+        assert result.masks.shape == clip.frames[:4].shape[:3] and np.isfinite(result.logits).all()
+
+
+def test_the_toy_preset_round_trips_through_save_and_load(toy_model, tmp_path):
+    folder = save_pretrained(toy_model, tmp_path / "toy", TOY_TOKENIZER)
+    loaded = load_model(folder, device="cpu")
+    assert loaded.config == toy_model.config
+    for name, tensor in toy_model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    state = read_weights(folder / "model.safetensors")
+    assert config_from_state_dict(state, read_config_hints(folder)) == toy_model.config
+    # Without the saved config, every width comes from the shapes; only what no shape fixes (head counts,
+    # SAM 2's input size) falls back to the standard values.
+    bare = config_from_state_dict(state)
+    toy = toy_model.config
+    assert bare.beit3 == dataclasses.replace(toy.beit3, num_heads=bare.beit3.num_heads)
+    assert (bare.beit3.image_size, bare.beit3.patch_size) == (112, 8)
+    assert bare.sam2 == dataclasses.replace(
+        toy.sam2, image_size=bare.sam2.image_size, decoder_num_heads=bare.sam2.decoder_num_heads
+    )
+    assert bare.sam2.hiera == HIERA_PRESETS["toy"] and bare.mask_prior.width == toy.mask_prior.width
+    assert len(load_tokenizer(folder)) == toy.beit3.vocab_size
+
+
+def test_the_toy_tokenizer_has_one_piece_per_word(toy_tokenizer):
+    assert len(toy_tokenizer) == get_config("toy").beit3.vocab_size
+    for word in VOCABULARY:
+        encoded = toy_tokenizer.encode(f"the {word}")
+        assert len(encoded.input_ids) == 4 and encoded.known_tokens == 2  # <s> the word </s>
+    longest = max((e.text for s in range(30) for e in generate_toy_clip(s).expressions), key=len)
+    assert len(toy_tokenizer.encode(longest).input_ids) <= get_config("toy").beit3.max_text_tokens
+
+
+def _training_clip(config, tokenizer, seed: int = 3, frames: int = 4):
+    clip = generate_toy_clip(seed, ToyConfig())
+    expression = next(
+        e for e in clip.expressions if not clip.target_masks(e)[:frames].reshape(frames, -1).any(1).all()
+    )
+    raw = RawClip(
+        frames=clip.frames[:frames],
+        masks=clip.target_masks(expression)[:frames],
+        expression=expression.text,
+        frame_indices=tuple(range(frames)),
+        source="toy",
+    )
+    return ClipTransform(config, tokenizer)(raw)
+
+
+def test_an_unfrozen_encoder_and_the_extra_losses_reach_what_the_official_recipe_does_not(toy_tokenizer):
+    clip = _training_clip(get_config("toy"), toy_tokenizer)
+    assert clip.visible.any() and not clip.visible.all()  # the object score sees both answers
+
+    def gradient_of(model, name):
+        return dict(model.named_parameters())[name].grad
+
+    trunk = "sam2.image_encoder.trunk.patch_embed.proj.weight"
+    score_head = "sam2.sam_mask_decoder.pred_obj_score_head.layers.2.bias"
+    # The official recipe: the encoder frozen, and the three official terms never reach the score head.
+    model = prepare_for_training(build_model("toy", seed=0), dropout=0.0)
+    losses = forward_backward(TrainingForward(model), [clip], "cpu")
+    assert set(losses) == {"loss", "loss_mask", "loss_dice", "loss_sim"}
+    assert gradient_of(model, trunk) is None and gradient_of(model, score_head) is None
+    assert model.training and not model.sam2.image_encoder.training
+
+    model = prepare_for_training(build_model("toy", seed=0), dropout=0.0, freeze_encoder=False)
+    weights = LossWeights(object_score=2.0, prior=5.0)
+    losses = forward_backward(TrainingForward(model, weights), [clip], "cpu")
+    assert {"loss_object", "loss_prior"} <= set(losses) and torch.isfinite(losses["loss"])
+    assert model.sam2.image_encoder.training
+    for name in (trunk, score_head, "mask_prior.prior_head.weight"):
+        assert gradient_of(model, name) is not None and gradient_of(model, name).abs().sum() > 0, name
+
+
+def test_learning_rate_warm_up_and_cosine_decay():
+    assert learning_rate_factor(0) == learning_rate_factor(500) == 1.0  # official: constant
+    assert learning_rate_factor(0, warmup_steps=10) == pytest.approx(0.1)
+    assert learning_rate_factor(9, warmup_steps=10) == 1.0
+    assert learning_rate_factor(50, decay="cosine", total_steps=100) == pytest.approx(0.5)
+    assert learning_rate_factor(100, decay="cosine", total_steps=100) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="total number of steps"):
+        learning_rate_factor(1, decay="cosine")
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    set_learning_rates(optimizer, 0.5)
+    set_learning_rates(optimizer, 0.25)  # of the base rate, not of the last one
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+    with pytest.raises(ValueError, match="needs train.max_steps"):
+        load_config(ROOT / "configs" / "toy.json", ["train.max_steps=null"])
+    with pytest.raises(ValueError, match="Unknown optim.decay"):
+        load_config(ROOT / "configs" / "toy.json", ["optim.decay=linear"])
+
+
+def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
+    """configs/toy.json as shipped but tiny: its toy data written into the run, two steps, an evaluation."""
+    overrides = [
+        f"output_dir={tmp_path}",
+        "data.train.0.toy.num_videos=2",
+        "data.train.1.toy.num_videos=2",
+        "data.train.1.num_frames=3",
+        "data.eval.toy.num_videos=1",
+        "data.eval.toy.num_frames=6",
+        "data.eval.toy.max_expressions=2",
+        "train.max_steps=3",
+        "optim.warmup_steps=2",
+        "train.log_every=1",
+    ]
+    config = load_config(ROOT / "configs" / "toy.json", overrides)
+    assert config.model.init == "toy" and not config.schedule.freeze_image_encoder
+    summary = train(config)
+    assert summary["steps"] == 3 and all(
+        np.isfinite(h["loss"]) and "loss_prior" in h for h in summary["history"]
+    )
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    # Warm-up over 2 of 3 steps, then the cosine at step 2 of 3.
+    assert [entry["lr"] for entry in log] == pytest.approx([2.5e-4, 5e-4 * 0.75, 5e-4 * 0.25])
+    assert summary["eval"]["num_expressions"] >= 1
+    loaded = load_model(tmp_path / "checkpoint-3", device="cpu")
+    assert loaded.config == get_config("toy")
