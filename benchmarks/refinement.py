@@ -4,6 +4,8 @@
 
 The full run is ``init_session`` + ``propagate`` (the global stage and every frame tracked); the refinement is
 ``refine`` on that session with one positive point on ``--click-frame``, re-tracking from there to the end.
+The Space's route is timed too: the session saved to a file after the run (``save_session``; on ZeroGPU, at
+the end of the run's GPU call), then loaded by the correction (``load_session``) before its ``refine``.
 Random weights of the preset (the cost does not depend on what the weights are), frames of the example clip
 ``examples/short/cups_2s_360p.mp4``. Each is timed ``--repeats`` times after one warm-up; prints a JSON object
 with the medians.
@@ -68,13 +70,24 @@ def main() -> None:
             torch.cuda.synchronize(predictor.device)
         return time.perf_counter() - started, out
 
-    full_s, refine_s = [], []
-    for repeat in range(args.repeats + 1):
-        seconds, session = timed(full_run)
-        refined, _ = timed(refinement, session)
-        if repeat:  # the first round warms up
-            full_s.append(seconds)
-            refine_s.append(refined)
+    import tempfile
+
+    from mpgsam2.inference.snapshots import load_session, save_session
+
+    full_s, refine_s, save_s, resumed_s = [], [], [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        snapshot = Path(scratch) / "session.safetensors"
+        for repeat in range(args.repeats + 1):
+            seconds, session = timed(full_run)
+            saved, _ = timed(save_session, session, snapshot)
+            refined, _ = timed(refinement, session)
+            resumed, _ = timed(lambda: refinement(load_session(snapshot, clip.frames, predictor.device)))
+            if repeat:  # the first round warms up
+                full_s.append(seconds)
+                refine_s.append(refined)
+                save_s.append(saved)
+                resumed_s.append(resumed)
+        snapshot_mb = snapshot.stat().st_size / 2**20
     full, refine = statistics.median(full_s), statistics.median(refine_s)
     result = {
         "preset": args.preset,
@@ -87,6 +100,9 @@ def main() -> None:
         "full_run_s": round(full, 3),
         "refinement_s": round(refine, 3),
         "refinement_over_full": round(refine / full, 3),
+        "save_session_s": round(statistics.median(save_s), 3),
+        "load_and_refine_s": round(statistics.median(resumed_s), 3),
+        "session_file_mb_per_frame": round(snapshot_mb / len(clip.frames), 3),
         "full_run_runs_s": [round(s, 3) for s in full_s],
         "refinement_runs_s": [round(s, 3) for s in refine_s],
     }
