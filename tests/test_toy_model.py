@@ -187,3 +187,41 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert summary["eval"]["num_expressions"] >= 1
     loaded = load_model(tmp_path / "checkpoint-3", device="cpu")
     assert loaded.config == get_config("toy")
+
+
+def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_path):
+    """benchmarks/toy_model.py end to end on the (untrained) toy preset, and its scores on known answers."""
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import toy_model as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    clip = generate_toy_clip(900_000)
+    truth = clip.target_masks(clip.expressions[0])
+    hidden = float(np.mean(~truth.reshape(len(truth), -1).any(-1)))
+    # Perfect masks score 1; empty ones score only the frames where the target is hidden.
+    assert bench.jf(truth, truth) == 1.0 and bench.jf(np.zeros_like(truth), truth) == pytest.approx(hidden)
+    grid = 14
+    peaked = np.zeros((len(truth), grid, grid), dtype=np.float32)
+    for t, mask in enumerate(truth):
+        if mask.any():
+            rows, columns = np.nonzero(mask)
+            y, x = rows[len(rows) // 2], columns[len(columns) // 2]
+            peaked[t, y * grid // mask.shape[0], x * grid // mask.shape[1]] = 1.0
+    hits = bench.prior_hits(peaked, truth)
+    assert hits and all(hits)
+
+    folder = save_pretrained(toy_model, tmp_path / "toy", TOY_TOKENIZER)
+    out = tmp_path / "toy.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "toy_model.py"), str(folder), "--clips", "2"]
+    done = subprocess.run(
+        [*command, "--threads", "1", "--json", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    assert figures["seeds"] == [900_000, 900_001] and figures["multi_expressions"] >= 2
+    for name in ("single_jf", "multi_jf", "hidden_absent", "prior_on_target"):
+        assert 0.0 <= figures[name] <= 1.0, name
