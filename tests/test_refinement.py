@@ -252,7 +252,12 @@ def test_the_app_corrects_its_last_run_by_re_tracking_only_what_new_points_chang
     np.testing.assert_array_equal(after[0][:2], before[0][:2])
     np.testing.assert_array_equal(after[1][:4], before[1][:4])
     assert [c["expression"] for c in twice.outputs.clicks] == ["the girl", "the boy"]
-    # A different clip setting is a new run, not a correction.
+    # Another opacity is still a correction (the outputs are drawn again anyway); another clip setting is a
+    # new run.
+    assert space.as_correction(
+        space.plan_job(str(BEDROOM), "the girl\nthe boy", "test", 0, 0, 0, 6, 0.8, two + "\nthe boy:5:1,1"),
+        twice,
+    ).resume_from == str(twice.outputs.folder)
     assert (
         space.as_correction(
             space.plan_job(str(BEDROOM), "the girl\nthe boy", "test", 0, 0, 0, 5, 0.5, two), twice

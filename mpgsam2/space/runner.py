@@ -72,7 +72,9 @@ def as_correction(job: Job, previous: Finished | None) -> Job:
     if previous is None or previous.job is None or not previous.correctable:
         return job
     before = previous.job
-    same = (before.video, before.expressions, before.model, before.options) == (
+    # The opacity only changes how the outputs are drawn, and a correction draws them all again.
+    options = replace(before.options, opacity=job.options.opacity)
+    same = (before.video, before.expressions, before.model, options) == (
         job.video,
         job.expressions,
         job.model,
