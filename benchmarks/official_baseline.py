@@ -2,8 +2,8 @@
 
 This is the reference side of ``benchmarks/pipeline.py``: the same weights and inputs as our pipeline, but
 the order of work, the attention paths and what is held in memory follow the official code
-(``rongfu-dsb/MPG-SAM2`` at ``54291e0``; see ``../shared/reference/official-architecture.md`` sections 2, 3
-and 8). Per expression, as ``inference_ytvos.py`` and ``EvfSamModel.forward`` do it:
+(``rongfu-dsb/MPG-SAM2`` at ``54291e0``: its inference script, the model's forward pass and its
+attention layers). Per expression, as ``inference_ytvos.py`` and ``EvfSamModel.forward`` do it:
 
 * every frame is preprocessed up front to SAM 2's square resolution and to 224x224 as float32 tensors, and
   all of them are held until the expression is done;

@@ -90,25 +90,12 @@ def _peak_mib(pid: int) -> float:
     return float("nan")
 
 
-def _direct_io_folder(base: Path) -> Path:
-    """A folder on a disk that accepts direct I/O, which ZeroGPU's packing needs with a real GPU."""
-    for candidate in (base, Path(tempfile.gettempdir()), Path("/var/tmp")):
-        try:
-            folder = Path(tempfile.mkdtemp(prefix="zerogpu-", dir=candidate))
-            fd = os.open(folder / "probe", os.O_CREAT | os.O_WRONLY | os.O_DIRECT)
-            os.close(fd)
-            return folder
-        except OSError:
-            continue
-    raise RuntimeError("no folder accepts direct I/O (O_DIRECT) here; ZeroGPU's packing needs one")
-
-
 class EmulatedApp:
     """An app file launched under the ZeroGPU emulation, with its own device API."""
 
     def __init__(self, app: Path, args: list[str], work: Path, env: dict[str, str] | None = None):
         sys.path.insert(0, str(ZEROGPU))
-        from device_api import DeviceAPI
+        from device_api import DeviceAPI, direct_io_folder
 
         real_gpu = os.environ.get("ZEROGPU_GPU_UUID")
         self.api = DeviceAPI(gpu_uuid=real_gpu) if real_gpu else DeviceAPI()
@@ -118,7 +105,7 @@ class EmulatedApp:
         environment = {
             **os.environ,
             "ZEROGPU_DEVICE_API": f"http://127.0.0.1:{self.server.server_address[1]}",
-            "ZEROGPU_HOME": str(_direct_io_folder(work) if real_gpu else work / "zerogpu"),
+            "ZEROGPU_HOME": str(direct_io_folder(work) if real_gpu else work / "zerogpu"),
             **({"ZEROGPU_REAL_GPU": "1", "CUDA_VISIBLE_DEVICES": ""} if real_gpu else {}),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "HF_HUB_OFFLINE": "1",

@@ -10,7 +10,6 @@ frames done are delivered with a message), and a model that did not load (a mess
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +25,6 @@ pytestmark = pytest.mark.slow
 ZEROGPU = Path(__file__).resolve().parent / "zerogpu"
 
 
-def _direct_io_folder(base: Path) -> Path:
-    """A folder on a disk that accepts direct I/O, which ZeroGPU's packing needs (a tmpfs does not)."""
-    for candidate in (base, Path(tempfile.gettempdir()), Path("/var/tmp")):
-        try:
-            folder = Path(tempfile.mkdtemp(prefix="zerogpu-", dir=candidate))
-            fd = os.open(folder / "probe", os.O_CREAT | os.O_WRONLY | os.O_DIRECT)
-            os.close(fd)
-            return folder
-        except OSError:
-            continue
-    raise AssertionError("no folder accepts direct I/O (O_DIRECT) here; ZeroGPU's packing needs one")
-
-
 @pytest.fixture(scope="module")
 def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
     """The app under the ZeroGPU emulation: its URL, the device API and the session folders' root."""
@@ -46,7 +32,7 @@ def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
 
     sys.path.insert(0, str(ZEROGPU))
     try:
-        from device_api import DeviceAPI
+        from device_api import DeviceAPI, direct_io_folder
     finally:
         sys.path.remove(str(ZEROGPU))
     folder = tmp_path_factory.mktemp("zerogpu")
@@ -56,7 +42,7 @@ def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
     server = api.serve(0)
     env = {
         "ZEROGPU_DEVICE_API": f"http://127.0.0.1:{server.server_address[1]}",
-        "ZEROGPU_HOME": str(_direct_io_folder(folder)),
+        "ZEROGPU_HOME": str(direct_io_folder(folder)),
         **({"ZEROGPU_REAL_GPU": "1", "CUDA_VISIBLE_DEVICES": ""} if real_gpu else {}),
     }
     try:

@@ -14,11 +14,13 @@ import contextlib
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 #: What the API hands out as the GPU's id (a real one's, on a machine with one GPU).
@@ -143,3 +145,16 @@ class DeviceAPI:
         server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
+
+
+def direct_io_folder(base: Path) -> Path:
+    """A new folder on a disk that accepts direct I/O, which ZeroGPU's packing needs (a tmpfs does not)."""
+    for candidate in (base, Path(tempfile.gettempdir()), Path("/var/tmp")):
+        try:
+            folder = Path(tempfile.mkdtemp(prefix="zerogpu-", dir=candidate))
+            fd = os.open(folder / "probe", os.O_CREAT | os.O_WRONLY | os.O_DIRECT)
+            os.close(fd)
+            return folder
+        except OSError:
+            continue
+    raise RuntimeError("no folder accepts direct I/O (O_DIRECT) here; ZeroGPU's packing needs one")
