@@ -4,7 +4,8 @@ Wiring only. Input checks, estimates, session folders, the model store and the r
 loop in the one ``@spaces.GPU`` entry, outputs here) live in ``mpgsam2/space/``; drawing and exports in the
 library.
 
-    python app.py                  # http://127.0.0.1:7860, the ytvos model
+    python app.py                  # http://127.0.0.1:7860, the ytvos model (the toy model when it cannot load)
+    python app.py --model toy      # the small model trained on generated shapes, shipped in checkpoints/toy
     python app.py --model test     # untrained random weights: the whole interface without a download
     python app.py --share          # also a temporary public link
 """
@@ -79,6 +80,16 @@ EXAMPLE_LABELS = [
     "Juggling",
     "Dog and owner",
 ]
+# The clip of generated shapes that the toy model knows (first when the app runs the toy model).
+TOY_EXAMPLE = [
+    str(EXAMPLES_DIR / "toy_shapes.mp4"),
+    "the small yellow shape that goes behind the big shape\nthe blue circle",
+    0,
+    0,
+    10,
+    150,
+]
+TOY_EXAMPLE_LABEL = "Toy shapes (for the toy model)"
 
 # The models offered (the launch model first when it is not a released variant); set in main().
 MODEL_CHOICES: list[str] = space.model_choices(DEFAULT_MODEL)
@@ -263,7 +274,8 @@ def segment(
     Args:
         video: the video file (mp4, webm, mov, mkv, avi or gif).
         expressions: the referring expressions, one per line, e.g. "the yellow ball" and "the cup on the right".
-        model: the checkpoint: ytvos (Ref-YouTube-VOS), mevis (MeViS) or tiny (BEiT-3-base).
+        model: the checkpoint: ytvos (Ref-YouTube-VOS), mevis (MeViS), tiny (BEiT-3-base), or toy (trained on
+            generated shapes only).
         start_s: trim start in seconds; 0 is the beginning.
         end_s: trim end in seconds; 0 is the end of the video.
         fps: frames per second to process; 0 keeps the video's own rate.
@@ -543,14 +555,17 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
             video_in, expressions_in, model_in, start_in, end_in, fps_in, max_frames_in, opacity_in, points_in
         ]  # fmt: skip
         page_outputs = [overlay_out, summary_out, frame_out, frames_store, timeline_out, downloads_out]
+        toy_first = MODEL_CHOICES[0] == space.TOY_MODEL
         gr.Examples(
-            EXAMPLES,
+            [TOY_EXAMPLE, *EXAMPLES] if toy_first else [*EXAMPLES, TOY_EXAMPLE],
             inputs=[video_in, expressions_in, start_in, end_in, fps_in, max_frames_in],
             outputs=page_outputs,
             fn=run_example,
             cache_examples=True,
             cache_mode="lazy",
-            example_labels=EXAMPLE_LABELS,
+            example_labels=[TOY_EXAMPLE_LABEL, *EXAMPLE_LABELS]
+            if toy_first
+            else [*EXAMPLE_LABELS, TOY_EXAMPLE_LABEL],
             label=f"Examples (run with the {MODEL_CHOICES[0]} model, then cached)",
         )
 
@@ -635,8 +650,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="ytvos (default), mevis, tiny, a hub id, a local folder or weights file, or test (tiny, random, "
-        "UNTRAINED: to try the interface without the weights)",
+        help="ytvos (default; the toy model when it cannot be loaded), mevis, tiny, a hub id, a local folder "
+        "or weights file, toy (small, trained on generated shapes only), or test (tiny, random, UNTRAINED: to "
+        "try the interface without the weights)",
     )
     parser.add_argument("--share", action="store_true", help="also publish a temporary public link")
     parser.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
@@ -648,12 +664,29 @@ def main(argv: list[str] | None = None) -> None:
     # On ZeroGPU every model is loaded at start-up, here in the main thread (GPU workers fork from it).
     for name in MODEL_CHOICES if ZERO_GPU else [args.model]:
         MODELS.try_load(name)
-    untrained = MODELS.loaded(args.model) and bool(getattr(MODELS.get(args.model), "untrained", False))
-    notice = space.model_notice(args.model, untrained, MODELS.error(args.model))
-    # Example results depend on the model: a cache per model, and a throw-away one for the untrained model.
-    cache = (
-        SESSIONS.root / "examples" if untrained else ROOT / ".gradio" / space.examples_cache_name(args.model)
+    model, fell_back_from = args.model, None
+    # Without reachable weights, an app that segments shapes beats one that cannot segment at all.
+    if (
+        not MODELS.loaded(model)
+        and model not in (space.TOY_MODEL, space.TEST_MODEL)
+        and MODELS.try_load(space.TOY_MODEL) is None
+    ):
+        model, fell_back_from = space.TOY_MODEL, args.model
+        MODEL_CHOICES[:] = space.model_choices(model)
+    predictor = MODELS.get(model) if MODELS.loaded(model) else None
+    untrained = bool(getattr(predictor, "untrained", False))
+    notice = space.model_notice(
+        model,
+        untrained,
+        MODELS.error(model),
+        toy=bool(getattr(predictor, "toy", False)),
+        fell_back_from=fell_back_from,
+        fallback_reason=MODELS.error(fell_back_from) if fell_back_from else None,
     )
+    if fell_back_from is not None:
+        logger.warning("The %s model could not be loaded; running the toy model.", fell_back_from)
+    # Example results depend on the model: a cache per model, and a throw-away one for the untrained model.
+    cache = SESSIONS.root / "examples" if untrained else ROOT / ".gradio" / space.examples_cache_name(model)
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(cache)
 
     demo = build_demo(notice, share_links=SHARE_LINKS or args.share)

@@ -23,6 +23,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="ytvos",
         help="ytvos | mevis | tiny | a hub id (repo[:variant]) | a local folder or weights file | "
+        "toy (trained on generated shapes only, shipped in checkpoints/toy) | "
         "test (tiny, random and UNTRAINED: for trying the pipeline only). Default: ytvos.",
     )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
@@ -46,6 +47,8 @@ def _predictor(args):
     )
     if predictor.untrained:
         logger.warning("Model 'test' has random weights: it is UNTRAINED and its masks mean nothing.")
+    elif predictor.toy:
+        logger.warning("The toy model knows generated coloured shapes only; real videos need ytvos or mevis.")
     return predictor
 
 

@@ -294,22 +294,40 @@ def test_impossible_requests_are_refused_before_they_are_queued(app, tmp_path):
 @pytest.mark.skipif(
     (ROOT / "checkpoints" / "ytvos").exists(), reason="real weights are installed in checkpoints/ytvos"
 )
-def test_without_weights_the_app_starts_and_says_how_to_get_them(tmp_path):
+def test_without_weights_the_app_runs_the_toy_model_and_says_how_to_get_the_real_ones(tmp_path):
     import json
 
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
+    from mpgsam2.export import load_palette_zip
+
     hub = {"HF_HOME": str(tmp_path / "hf"), "MPGSAM2_WEIGHTS": str(tmp_path / "none")}
-    with running_app(tmp_path / "app", "--model", "ytvos", env=hub) as url:
+    with running_app(tmp_path / "app", env=hub) as url:  # the default model, ytvos, cannot be loaded
         with urllib.request.urlopen(url + "/config", timeout=10) as response:
             config = json.load(response)
         values = [str(c.get("props", {}).get("value")) for c in config["components"]]
-        notice = next(v for v in values if "could not be loaded" in v)
-        assert "huggingface-cli download ReeF2025/MPG-SAM2" in notice and "--model test" in notice
+        notice = next(v for v in values if "Toy model" in v)
+        assert "The `ytvos` model could not be loaded" in notice
+        assert "huggingface-cli download ReeF2025/MPG-SAM2" in notice
+        dropdown = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "model")
+        assert dropdown["props"]["value"] == "toy"
         client = client_for(url, tmp_path)
+        # Without a model named, /segment runs the app's model: the toy model segments its example.
+        result = client.predict(
+            video=handle_file(str(ROOT / "examples" / "toy_shapes.mp4")),
+            expressions="the blue circle",
+            max_frames=4,
+            api_name="/segment",
+        )
+        summary = result[5]
+        assert summary["model"] == "toy" and not summary["untrained"]
+        masks = load_palette_zip(result[2])
+        assert masks.shape[0] == 4 and (masks == 1).any()
+        # The released model asked for by name still says how to get it.
         with pytest.raises(AppError, match="huggingface-cli download ReeF2025/MPG-SAM2"):
             client.predict(
-                video=handle_file(str(CUPS)), expressions="the ball", max_frames=2, api_name="/segment"
-            )
+                video=handle_file(str(CUPS)), expressions="the ball", model="ytvos", max_frames=2,
+                api_name="/segment",
+            )  # fmt: skip
         client.close()

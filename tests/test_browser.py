@@ -5,7 +5,8 @@ view (and that the frame slider changes it), the presence timeline, the download
 clicked on the frame view that re-track a target. Closing
 the page ends the session, which removes its files.
 
-The README's screenshot is taken by the same walk through the page, on purpose only:
+The README's screenshot shows the toy model (``--model toy``) on its example clip, taken by a shorter walk
+(also a test) on purpose only:
 
     python tests/test_browser.py --screenshot docs/screenshot.png
 """
@@ -21,6 +22,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from test_app import CUPS, ROOT, RunFolders, running_app
+
+TOY_CLIP = ROOT / "examples" / "toy_shapes.mp4"
+TOY_EXPRESSIONS = "the small yellow shape that goes behind the big shape\nthe blue circle"
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -107,6 +111,62 @@ def test_upload_type_run_and_see_every_result(tmp_path):
     walk_through_the_page(tmp_path, screenshot)
     with Image.open(screenshot) as shot:
         assert shot.width == 1400 and shot.height > 1000
+
+
+def test_the_toy_model_on_its_example(tmp_path):
+    screenshot = tmp_path / "screenshot.png"
+    show_the_toy_model(tmp_path, screenshot)
+    with Image.open(screenshot) as shot:
+        assert shot.width == 1400 and shot.height > 1000
+
+
+def show_the_toy_model(folder: Path, screenshot: Path) -> None:
+    """Run the app with the toy model, segment its example clip and save a screenshot of the page."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    log = folder / "app" / "app.log"
+    with (
+        running_app(folder / "app", "--model", "toy") as url,
+        playwright.sync_playwright() as pw,
+    ):
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#run-button")
+            assert "Toy model" in page.locator("#model-notice").inner_text()
+            page.locator("#video-input input[type=file]").set_input_files(str(TOY_CLIP))
+            page.locator("#expressions textarea").fill(TOY_EXPRESSIONS)
+            page.locator("#run-button").click()
+            page.wait_for_selector("#overlay-video video[src]")
+            _wait(
+                page,
+                "document.querySelector('#summary textarea').value.includes('frames x 2')",
+                "the summary",
+                log,
+            )
+            summary = page.locator("#summary textarea").input_value()
+            first, second = TOY_EXPRESSIONS.splitlines()
+            assert f'[blue] "{first}"' in summary and f'[orange] "{second}"' in summary
+            assert "UNTRAINED" not in summary and "No match" not in summary
+            slider = page.locator("#frame-slider input[type=number]")
+            slider.fill("8")
+            slider.press("Enter")
+            _wait(
+                page,
+                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00008.jpg')",
+                "frame 8 in the frame view",
+                log,
+            )
+            for image in ("#frame-view img", "#timeline img"):
+                loaded = f"document.querySelector('{image}').complete"
+                _wait(page, f"{loaded} && document.querySelector('{image}').naturalWidth > 0", image, log)
+            _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            time.sleep(0.5)
+            _save_screenshot(page.screenshot(full_page=True), screenshot)
+        finally:
+            browser.close()
 
 
 def walk_through_the_page(folder: Path, screenshot: Path) -> None:
@@ -270,5 +330,5 @@ if __name__ == "__main__":
     parser.add_argument("--screenshot", type=Path, default=ROOT / "docs" / "screenshot.png")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mpgsam2-screenshot-") as work:
-        walk_through_the_page(Path(work), args.screenshot.resolve())
+        show_the_toy_model(Path(work), args.screenshot.resolve())
     print(f"saved {args.screenshot}")

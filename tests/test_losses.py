@@ -155,6 +155,14 @@ def test_object_score_loss_is_the_cross_entropy_of_visibility():
         / 3
     )
     assert object_score_loss(scores, visible).item() == pytest.approx(expected, rel=1e-5)
+    # Hidden frames weighted up: a weighted mean, the hidden frame's term counting 5 times.
+    terms = [-math.log(torch.sigmoid(torch.tensor(v)).item()) for v in (4.0, 3.0, 0.0)]
+    weighted = (terms[0] + 5 * terms[1] + terms[2]) / 7
+    assert object_score_loss(scores, visible, hidden_weight=5.0).item() == pytest.approx(weighted, rel=1e-5)
+    # A head that always says "visible" pays for the rare hidden frames as much as for all visible ones.
+    constant = torch.full((10,), 3.0)
+    one_hidden = torch.tensor([False] + [True] * 9)
+    assert object_score_loss(constant, one_hidden, 9.0) > 4 * object_score_loss(constant, one_hidden)
 
 
 def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():

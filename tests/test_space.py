@@ -396,9 +396,18 @@ def test_missing_real_weights_give_advice_and_the_app_can_still_start(tmp_path, 
     message = store.try_load("ytvos")
     assert message is not None and "huggingface-cli download ReeF2025/MPG-SAM2" in message
     notice = space.model_notice("ytvos", False, message)
-    assert "could not be loaded" in notice and "--model test" in notice and message in notice
+    assert "could not be loaded" in notice and "--model toy" in notice and message in notice
     assert "UNTRAINED" in space.model_notice("test", True, None)
     assert space.model_notice("ytvos", False, None) == ""
+    # The toy model, asked for or in place of a model that could not be loaded: what it is, and the way to
+    # the real weights.
+    toy = space.model_notice("toy", False, None, toy=True)
+    assert "generated" in toy and "huggingface-cli download ReeF2025/MPG-SAM2" in toy
+    assert "could not be loaded" not in toy
+    fallback = space.model_notice(
+        "toy", False, None, toy=True, fell_back_from="ytvos", fallback_reason=message
+    )
+    assert "The `ytvos` model could not be loaded" in fallback and message in fallback
 
 
 def test_model_choices_and_example_caches():

@@ -9,6 +9,7 @@ frames done are delivered with a message), and a model that did not load (a mess
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -25,9 +26,9 @@ pytestmark = pytest.mark.slow
 ZEROGPU = Path(__file__).resolve().parent / "zerogpu"
 
 
-@pytest.fixture(scope="module")
-def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
-    """The app under the ZeroGPU emulation: its URL, the device API and the session folders' root."""
+@contextlib.contextmanager
+def emulated_space(folder: Path, *args: str) -> Iterator[tuple[str, object, Path]]:
+    """``python app.py ARGS`` under the emulation: its URL, the device API and the session folders' root."""
     import sys
 
     sys.path.insert(0, str(ZEROGPU))
@@ -35,7 +36,6 @@ def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
         from device_api import DeviceAPI, direct_io_folder
     finally:
         sys.path.remove(str(ZEROGPU))
-    folder = tmp_path_factory.mktemp("zerogpu")
     # On a machine with one GPU, benchmarks/gpu_check.sh sets ZEROGPU_GPU_UUID: the workers get the real GPU.
     real_gpu = os.environ.get("ZEROGPU_GPU_UUID")
     api = DeviceAPI(gpu_uuid=real_gpu) if real_gpu else DeviceAPI()
@@ -46,10 +46,17 @@ def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
         **({"ZEROGPU_REAL_GPU": "1", "CUDA_VISIBLE_DEVICES": ""} if real_gpu else {}),
     }
     try:
-        with running_app(folder / "app", "--model", "test", env=env, launcher=ZEROGPU / "launch.py") as url:
+        with running_app(folder / "app", *args, env=env, launcher=ZEROGPU / "launch.py") as url:
             yield url, api, folder / "app" / "sessions"
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def zerogpu_app(tmp_path_factory) -> Iterator[tuple[str, object, Path]]:
+    """The app with the test model under the emulation."""
+    with emulated_space(tmp_path_factory.mktemp("zerogpu"), "--model", "test") as app:
+        yield app
 
 
 def _segment(client, video=BEDROOM, expressions="the girl", frames=3, **kwargs):
@@ -142,3 +149,21 @@ def test_a_model_that_did_not_load_says_why(zerogpu_app, tmp_path):
     with pytest.raises(AppError, match="cannot be downloaded"):
         _segment(client, model="ytvos", frames=1)
     client.close()
+
+
+def test_without_weights_the_space_runs_the_toy_model_in_its_workers(tmp_path, monkeypatch):
+    """A Space without the released weights (none in the cache, no download): the toy model, loaded at
+    start-up beside the others' failures, answers from a forked worker."""
+    from mpgsam2.export import load_palette_zip
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # the app's environment starts from this one
+    monkeypatch.setenv("MPGSAM2_WEIGHTS", str(tmp_path / "none"))
+    with emulated_space(tmp_path / "space") as (url, api, _):
+        client = client_for(url, tmp_path)
+        toy_clip = Path(__file__).resolve().parents[1] / "examples" / "toy_shapes.mp4"
+        result = _segment(client, toy_clip, "the blue circle", 3)
+        assert result[5]["model"] == "toy" and not result[5]["untrained"]
+        assert (load_palette_zip(result[2]) == 1).any()
+        (allow,) = api.events("allow")
+        assert int(allow["pid"]) != os.getpid()
+        client.close()

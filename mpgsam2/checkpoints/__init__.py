@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from .errors import CheckpointError
 from .files import read_config_hints, read_weights, save_pretrained, weights_file
-from .hub import DEFAULT_REPO, VARIANTS, resolve_source
+from .hub import DEFAULT_REPO, TOY_CHECKPOINT, TOY_MODEL, VARIANTS, resolve_source
 from .loading import config_from_state_dict, load_model, load_official_state_dict, load_state_dict_strict
 from .official_names import OFFICIAL_TO_OURS, from_official, official_state_dict, to_official
 
 __all__ = [
     "DEFAULT_REPO",
     "OFFICIAL_TO_OURS",
+    "TOY_CHECKPOINT",
+    "TOY_MODEL",
     "VARIANTS",
     "CheckpointError",
     "config_from_state_dict",

@@ -13,6 +13,10 @@ DEFAULT_REPO = "ReeF2025/MPG-SAM2"
 VARIANTS = ("ytvos", "mevis", "tiny")
 #: In a training run's folder, the name of its most recent complete checkpoint.
 LAST_CHECKPOINT_FILE = "last_checkpoint.txt"
+#: The small model trained on generated shapes (``configs/toy.json``), shipped in the repository's
+#: ``checkpoints/toy/``: it runs without a download, and its masks follow shapes, not real objects.
+TOY_MODEL = "toy"
+TOY_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / TOY_MODEL
 
 
 def resolve_source(source: str | os.PathLike) -> Path:
@@ -20,8 +24,8 @@ def resolve_source(source: str | os.PathLike) -> Path:
 
     Args:
         source: a weights file or checkpoint folder; a training run's folder (its last checkpoint); a released
-            variant (``"ytvos"``, ``"mevis"``, ``"tiny"``); or a hub id ``"owner/repo[:variant]"``, read from
-            the Hugging Face cache or downloaded.
+            variant (``"ytvos"``, ``"mevis"``, ``"tiny"``); ``"toy"`` (the repository's toy model); or a hub
+            id ``"owner/repo[:variant]"``, read from the Hugging Face cache or downloaded.
     """
     path = Path(source).expanduser()
     if path.is_dir() and (path / LAST_CHECKPOINT_FILE).is_file():
@@ -32,6 +36,13 @@ def resolve_source(source: str | os.PathLike) -> Path:
     if path.exists():
         return path
     text = str(source)
+    if text == TOY_MODEL:
+        if not (TOY_CHECKPOINT / "model.safetensors").is_file():
+            raise CheckpointError(
+                f"The toy model ships in the repository's checkpoints/{TOY_MODEL}/, which this installation "
+                f"lacks ({TOY_CHECKPOINT}); install from a clone of the repository (pip install -e .)."
+            )
+        return TOY_CHECKPOINT
     if text in VARIANTS:
         repo, variant = DEFAULT_REPO, text
     elif re.fullmatch(r"[\w.-]+/[\w.-]+(:[\w.-]+)?", text):

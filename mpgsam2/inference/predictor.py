@@ -114,6 +114,8 @@ class VideoPredictor:
         self.encode_frame = CompiledOrEager(encode) if compile_image_encoder else encode
         # True for random weights: user interfaces must say so loudly.
         self.untrained = False
+        # A model of the toy preset knows generated shapes only: interfaces say what it is.
+        self.toy = model.config.name == "toy"
 
     def precision_scope(self) -> contextlib.ExitStack:
         """The scope of the chosen precision: autocast, and TF32 on or off."""
@@ -133,7 +135,9 @@ class VideoPredictor:
         """Model and tokenizer from a hub variant, hub id, local checkpoint folder or weights file.
 
         ``"test"`` gives the tiny preset with deterministic random weights and a bundled tokenizer: it runs
-        everything end to end in seconds but is **untrained** (its masks mean nothing).
+        everything end to end in seconds but is **untrained** (its masks mean nothing). ``"toy"`` gives the
+        small model trained on generated clips of shapes that ships in ``checkpoints/toy/``: its masks follow
+        coloured shapes (e.g. ``examples/toy_shapes.mp4``), not real objects.
         """
         from ..checkpoints import load_model, resolve_source
         from ..modeling.model import build_model

@@ -111,12 +111,15 @@ class CostModel:
 #: not measured yet.
 COST_MODELS: dict[tuple[str, str], CostModel] = {
     ("cpu", "test"): CostModel(1.0, 0.10, 0.25, 0.20),
+    ("cpu", "toy"): CostModel(1.0, 0.03, 0.03, 0.20),
     ("cpu", "base"): CostModel(8.0, 14.0, 2.0, 0.20),
     ("cpu", "large"): CostModel(10.0, 14.0, 4.0, 0.20),
     ("cuda", "test"): CostModel(1.0, 0.02, 0.02, 0.05),
+    ("cuda", "toy"): CostModel(1.0, 0.01, 0.01, 0.05),
     ("cuda", "base"): CostModel(3.0, 0.08, 0.035, 0.05),
     ("cuda", "large"): CostModel(3.0, 0.08, 0.05, 0.05),
     ("mps", "test"): CostModel(1.0, 0.05, 0.08, 0.15),
+    ("mps", "toy"): CostModel(1.0, 0.02, 0.02, 0.15),
     ("mps", "base"): CostModel(5.0, 0.5, 0.15, 0.15),
     ("mps", "large"): CostModel(5.0, 0.5, 0.25, 0.15),
 }

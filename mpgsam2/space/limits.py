@@ -12,8 +12,16 @@ from .. import render
 MODEL_VARIANTS: tuple[str, ...] = ("ytvos", "mevis", "tiny")
 #: The tiny random preset: runs everything end to end, but its masks mean nothing.
 TEST_MODEL = "test"
+#: The small model trained on generated shapes, shipped in the repository: the app's model without weights.
+TOY_MODEL = "toy"
 #: Preset (architecture) of each model name, for the cost model before a model is loaded.
-MODEL_PRESETS: dict[str, str] = {"ytvos": "large", "mevis": "large", "tiny": "base", TEST_MODEL: "test"}
+MODEL_PRESETS: dict[str, str] = {
+    "ytvos": "large",
+    "mevis": "large",
+    "tiny": "base",
+    TEST_MODEL: "test",
+    TOY_MODEL: "toy",
+}
 
 MAX_EXPRESSIONS = 10  # each expression adds a BEiT-3 pass per frame and a tracking step per frame
 MAX_EXPRESSION_CHARS = 200

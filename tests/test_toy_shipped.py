@@ -1,0 +1,155 @@
+"""The toy model that ships in checkpoints/toy/: what its masks mean on clips it never saw.
+
+Unlike the untrained ``test`` model, the toy model was trained (``configs/toy.json``) on generated clips of
+shapes, so its outputs can be held to the ground truth: the masks of each expression against its target,
+the right colour on the right target with several expressions, hidden targets reported absent, and the
+priors on their targets; through the library, the CLI's files and the app's runner. The bounds sit below the
+figures measured on these seeds (see ``checkpoints/toy/README.md``), with a margin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpgsam2 import VideoPredictor
+from mpgsam2.checkpoints import TOY_CHECKPOINT, CheckpointError, resolve_source
+from mpgsam2.datasets.toy import ToyClip, generate_toy_clip
+from mpgsam2.datasets.toy.scoring import jf, score_toy_model
+from mpgsam2.export import load_coco_rle_json, load_palette_zip
+from mpgsam2.video_io import write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Seeds that neither training (0 to 2999), its evaluation nor the benchmark (900000 on) use.
+HELD_OUT = range(910_000, 910_016)
+#: Measured on HELD_OUT with the shipped weights: single J&F 0.308, multi 0.361, hidden frames absent 0.233,
+#: prior on target 0.301; the bounds leave a margin for other machines' arithmetic. (Far below the goal of
+#: checkpoints/toy/README.md: they catch a broken model or pipeline, not a weak one.)
+MIN_SINGLE_JF = 0.25
+MIN_MULTI_JF = 0.30
+MIN_HIDDEN_ABSENT = 0.15
+MIN_PRIOR_ON_TARGET = 0.22
+#: A held-out clip (two expressions, one target hidden behind a shape on 4 frames) that the shipped model
+#: follows: J&F 0.69 and 0.90 on the generated frames. Most clips are not followed this well (see the card).
+FOLLOWED_CLIP_SEED = 920_017
+#: Per expression of that clip through the CLI and the app: J&F on its own target (better than on any other).
+MIN_TARGET_JF = 0.55
+SCALE = 2  # the clips are written at 256 px, so that H.264 keeps the colours of the 128 px frames
+MAX_SIZE_MB = 20  # the issue's budget for the folder
+MAX_FILE_MB = 10  # a Hugging Face Space refuses larger files without LFS
+
+
+@pytest.fixture(scope="module")
+def toy_predictor():
+    return VideoPredictor.from_pretrained("toy", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out_clip(tmp_path_factory) -> tuple[ToyClip, Path]:
+    """A clip no training saw, with two expressions, as an mp4."""
+    clip = generate_toy_clip(FOLLOWED_CLIP_SEED)
+    video = tmp_path_factory.mktemp("held_out") / "shapes.mp4"
+    write_video(video, upscale(clip.frames), fps=10, crf=12)
+    return clip, video
+
+
+def upscale(array: np.ndarray) -> np.ndarray:
+    """(..., H, W[, 3]) -> each pixel repeated SCALE x SCALE times."""
+    axes = (-3, -2) if array.shape[-1] == 3 else (-2, -1)
+    return np.repeat(np.repeat(array, SCALE, axis=axes[0]), SCALE, axis=axes[1])
+
+
+def check_targets(masks: list[np.ndarray], clip: ToyClip) -> None:
+    """Each expression's (T, H, W) masks follow its own target, and no other target better."""
+    for k, got in enumerate(masks):
+        scores = [jf(got, upscale(clip.target_masks(e))) for e in clip.expressions]
+        assert scores[k] >= MIN_TARGET_JF, (clip.expressions[k].text, scores)
+        assert scores[k] == max(scores), (clip.expressions[k].text, scores)
+
+
+def test_the_toy_model_ships_small_and_loads(toy_predictor):
+    size = sum(f.stat().st_size for f in TOY_CHECKPOINT.iterdir()) / 2**20
+    assert size <= MAX_SIZE_MB
+    assert all(f.stat().st_size < MAX_FILE_MB * 10**6 for f in TOY_CHECKPOINT.iterdir())
+    assert resolve_source("toy") == TOY_CHECKPOINT
+    assert toy_predictor.toy and not toy_predictor.untrained
+    assert toy_predictor.config.name == "toy"
+    card = (TOY_CHECKPOINT / "README.md").read_text()
+    assert "configs/toy.json" in card and "not" in card
+    log = (TOY_CHECKPOINT / "training_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,") and len(log) > 10
+
+
+def test_a_missing_toy_checkpoint_says_where_it_comes_from(monkeypatch, tmp_path):
+    from mpgsam2.checkpoints import hub
+
+    monkeypatch.setattr(hub, "TOY_CHECKPOINT", tmp_path / "toy")
+    with pytest.raises(CheckpointError, match="checkpoints/toy"):
+        resolve_source("toy")
+
+
+@pytest.mark.slow
+def test_the_toy_model_follows_held_out_targets(toy_predictor):
+    scores = score_toy_model(toy_predictor, HELD_OUT)
+    assert scores.single_jf >= MIN_SINGLE_JF, scores
+    assert scores.multi_jf >= MIN_MULTI_JF, scores
+    assert scores.hidden_frames > 0 and scores.hidden_absent >= MIN_HIDDEN_ABSENT, scores
+    assert scores.prior_on_target >= MIN_PRIOR_ON_TARGET, scores
+
+
+@pytest.mark.slow
+def test_the_cli_files_hold_the_toy_models_masks(held_out_clip, tmp_path):
+    """``segment --model toy``: the palette PNGs (index k + 1 = expression k) and the RLE JSON."""
+    clip, video = held_out_clip
+    texts = [e.text for e in clip.expressions]
+    expressions = [arg for text in texts for arg in ("-e", text)]
+    done = subprocess.run(
+        [sys.executable, "-m", "mpgsam2", "-q", "segment", str(video), *expressions, "--model", "toy"]
+        + ["--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rle = load_coco_rle_json(tmp_path / "out" / "masks_rle.json")
+    check_targets(rle, clip)
+    labels = load_palette_zip(tmp_path / "out" / "masks_palette.zip")
+    palette = [labels == k + 1 for k in range(len(texts))]
+    # Where expressions overlap, the palette keeps one index: away from overlaps it equals the RLE masks.
+    alone = np.sum(rle, axis=0) == 1
+    for k, (from_palette, from_rle) in enumerate(zip(palette, rle)):
+        np.testing.assert_array_equal(from_palette & alone, from_rle & alone, err_msg=texts[k])
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [item["expression"] for item in summary["expressions"]] == texts
+
+
+@pytest.mark.slow
+def test_the_apps_runner_holds_the_toy_models_masks(toy_predictor, held_out_clip, tmp_path):
+    """What ``/segment`` returns, through the app's runner with the real model loop."""
+    from mpgsam2 import space
+
+    clip, video = held_out_clip
+
+    def loop(job, frames_file, expressions, stop_flag):
+        return space.device_loop(toy_predictor, frames_file, expressions, None, stop_flag)
+
+    runner = space.Runner(
+        space.ModelStore(lambda source, device=None: toy_predictor),
+        space.RunFolders(tmp_path / "sessions"),
+        space.TimingLog(),
+        "cpu",
+        loop,
+    )
+    texts = "\n".join(e.text for e in clip.expressions)
+    job = space.plan_job(str(video), texts, space.TOY_MODEL, 0, 0, 0, 50, 0.5)
+    finished = list(runner.run(job, "visitor"))[-1]
+    assert not finished.untrained
+    check_targets(load_coco_rle_json(finished.outputs.rle_json), clip)
