@@ -555,17 +555,17 @@ def build_demo(notice: str = "", share_links: bool = False) -> gr.Blocks:
             video_in, expressions_in, model_in, start_in, end_in, fps_in, max_frames_in, opacity_in, points_in
         ]  # fmt: skip
         page_outputs = [overlay_out, summary_out, frame_out, frames_store, timeline_out, downloads_out]
-        toy_first = MODEL_CHOICES[0] == space.TOY_MODEL
+        examples = list(zip([*EXAMPLES, TOY_EXAMPLE], [*EXAMPLE_LABELS, TOY_EXAMPLE_LABEL]))
+        if MODEL_CHOICES[0] == space.TOY_MODEL:
+            examples.insert(0, examples.pop())  # the clip that model knows first
         gr.Examples(
-            [TOY_EXAMPLE, *EXAMPLES] if toy_first else [*EXAMPLES, TOY_EXAMPLE],
+            [row for row, _ in examples],
             inputs=[video_in, expressions_in, start_in, end_in, fps_in, max_frames_in],
             outputs=page_outputs,
             fn=run_example,
             cache_examples=True,
             cache_mode="lazy",
-            example_labels=[TOY_EXAMPLE_LABEL, *EXAMPLE_LABELS]
-            if toy_first
-            else [*EXAMPLE_LABELS, TOY_EXAMPLE_LABEL],
+            example_labels=[label for _, label in examples],
             label=f"Examples (run with the {MODEL_CHOICES[0]} model, then cached)",
         )
 

@@ -106,6 +106,26 @@ def _points(text: str, expression: str, frame: int, positive: bool) -> list[tupl
     return found
 
 
+def _go_to_frame(page, frame: int, what: str, log: Path) -> None:
+    """Move the frame slider to ``frame`` and wait until the frame view shows it."""
+    slider = page.locator("#frame-slider input[type=number]")
+    slider.fill(str(frame))
+    slider.press("Enter")
+    src = f"frame_{frame:05d}.jpg"
+    _wait(page, f"document.querySelector('#frame-view img').getAttribute('src').endsWith('{src}')", what, log)
+
+
+def _save_results_screenshot(page, screenshot: Path, log: Path) -> None:
+    """Wait until the frame view, the timeline and the overlay video have loaded; save the whole page."""
+    for image in ("#frame-view img", "#timeline img"):
+        loaded = f"document.querySelector('{image}').complete"
+        _wait(page, f"{loaded} && document.querySelector('{image}').naturalWidth > 0", image, log)
+    _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    time.sleep(0.5)
+    _save_screenshot(page.screenshot(full_page=True), screenshot)
+
+
 def test_upload_type_run_and_see_every_result(tmp_path):
     screenshot = tmp_path / "screenshot.png"
     walk_through_the_page(tmp_path, screenshot)
@@ -149,22 +169,8 @@ def show_the_toy_model(folder: Path, screenshot: Path) -> None:
             first, second = TOY_EXPRESSIONS.splitlines()
             assert f'[blue] "{first}"' in summary and f'[orange] "{second}"' in summary
             assert "UNTRAINED" not in summary and "No match" not in summary
-            slider = page.locator("#frame-slider input[type=number]")
-            slider.fill("8")
-            slider.press("Enter")
-            _wait(
-                page,
-                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00008.jpg')",
-                "frame 8 in the frame view",
-                log,
-            )
-            for image in ("#frame-view img", "#timeline img"):
-                loaded = f"document.querySelector('{image}').complete"
-                _wait(page, f"{loaded} && document.querySelector('{image}').naturalWidth > 0", image, log)
-            _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
-            page.evaluate("() => window.scrollTo(0, 0)")
-            time.sleep(0.5)
-            _save_screenshot(page.screenshot(full_page=True), screenshot)
+            _go_to_frame(page, 8, "frame 8 in the frame view", log)
+            _save_results_screenshot(page, screenshot, log)
         finally:
             browser.close()
 
@@ -220,28 +226,14 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
             # The frame view: frame 0 first, frame 5 after moving the slider.
             frame_view = page.locator("#frame-view img")
             assert frame_view.get_attribute("src").endswith("frame_00000.jpg")
-            slider = page.locator("#frame-slider input[type=number]")
-            slider.fill("5")
-            slider.press("Enter")
-            _wait(
-                page,
-                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00005.jpg')",
-                "frame 5 in the frame view",
-                log,
-            )
-            for image in ("#frame-view img", "#timeline img"):
-                loaded = f"document.querySelector('{image}').complete"
-                _wait(page, f"{loaded} && document.querySelector('{image}').naturalWidth > 0", image, log)
+            _go_to_frame(page, 5, "frame 5 in the frame view", log)
 
             downloads = page.locator("#downloads").inner_text()
             for name in ("mpgsam2_results", "overlay", "masks_palette", "masks_rle"):
                 assert name in downloads
 
-            # The browser loads the H.264 file.
-            _wait(page, "document.querySelector('#overlay-video video').readyState >= 1", "the video", log)
-            page.evaluate("() => window.scrollTo(0, 0)")
-            time.sleep(0.5)
-            _save_screenshot(page.screenshot(full_page=True), screenshot)
+            # The images and the H.264 file load in the browser.
+            _save_results_screenshot(page, screenshot, log)
 
             # A shared link opens the same result, frames included.
             link = _copy_link(page, url)
@@ -257,15 +249,7 @@ def walk_through_the_page(folder: Path, screenshot: Path) -> None:
             assert shared.locator("#summary textarea").input_value() == summary
             assert shared.locator("#overlay-video video").get_attribute("src").endswith("overlay.mp4")
             assert shared.locator("#frame-view img").get_attribute("src").endswith("frame_00005.jpg")
-            shared_slider = shared.locator("#frame-slider input[type=number]")
-            shared_slider.fill("9")
-            shared_slider.press("Enter")
-            _wait(
-                shared,
-                "document.querySelector('#frame-view img').getAttribute('src').endsWith('frame_00009.jpg')",
-                "frame 9 in the shared result",
-                log,
-            )
+            _go_to_frame(shared, 9, "frame 9 in the shared result", log)
             shared.close()
 
             # Correcting a target: clicks on the frame view (frame 5) become points, then re-track.

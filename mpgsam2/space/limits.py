@@ -7,13 +7,12 @@ import os
 from collections.abc import Mapping
 
 from .. import render
+from ..checkpoints.hub import TOY_MODEL  # the app's model when no weights can be loaded
 
 #: Released checkpoints of the hub repository ``ReeF2025/MPG-SAM2``.
 MODEL_VARIANTS: tuple[str, ...] = ("ytvos", "mevis", "tiny")
 #: The tiny random preset: runs everything end to end, but its masks mean nothing.
 TEST_MODEL = "test"
-#: The small model trained on generated shapes, shipped in the repository: the app's model without weights.
-TOY_MODEL = "toy"
 #: Preset (architecture) of each model name, for the cost model before a model is loaded.
 MODEL_PRESETS: dict[str, str] = {
     "ytvos": "large",
