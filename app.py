@@ -83,7 +83,7 @@ EXAMPLE_LABELS = [
 # The clip of generated shapes that the toy model knows (first when the app runs the toy model).
 TOY_EXAMPLE = [
     str(EXAMPLES_DIR / "toy_shapes.mp4"),
-    "the small yellow shape that goes behind the big shape\nthe blue circle",
+    "the yellow circle that goes behind the big shape\nthe green circle",
     0,
     0,
     10,

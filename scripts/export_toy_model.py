@@ -2,8 +2,9 @@
 
 Writes the weights (stored as float16: 7 MB instead of 14, under the 10 MB that a Hugging Face Space takes
 without LFS; the model loads them into float32, and the held-out figures of ``benchmarks/toy_model.py`` are
-the same), their configuration and tokenizer, the run's configuration and its loss curve
-(``training_log.csv``: the logged means every ``train.log_every`` steps). The model card
+the same), their configuration and tokenizer, the run's configuration and its loss curves
+(``training_log.csv``: the logged means every ``train.log_every`` steps; ``grounding_log.csv``: those of the
+grounding stage, when the run had one). The model card
 (``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
 
 Run: python scripts/export_toy_model.py RUN_DIR [--checkpoint checkpoint-N] [--output checkpoints/toy]
@@ -21,11 +22,26 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mpgsam2.checkpoints import load_model, resolve_source
+from mpgsam2.training.grounding import GROUNDING_LOG
 
 logger = logging.getLogger("export_toy_model")
 
 COPIED = ("config.json", "sentencepiece.bpe.model", "train_config.json")
 WEIGHTS = "model.safetensors"
+
+
+def write_curve(log: Path, csv_path: Path, last_step: int | None) -> list[dict]:
+    """A run's JSON-lines log as CSV (rows up to ``last_step``); returns the rows."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if last_step is None or row["step"] <= last_step]
+    columns = [c for c in ("step", "epoch", "lr", "s_per_step") if c in rows[0]]
+    columns += sorted(k for k in rows[0] if k.startswith("loss"))
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in columns])
+    return rows
 
 
 def main() -> None:
@@ -47,15 +63,13 @@ def main() -> None:
     save_file(
         {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, args.output / WEIGHTS
     )
-    rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines() if line.strip()]
     step = int(source.name.rpartition("-")[2])  # checkpoint-N: the curve up to the exported step
-    rows = [row for row in rows if row["step"] <= step]
-    columns = ["step", "epoch", "lr", "s_per_step"] + sorted(k for k in rows[0] if k.startswith("loss"))
-    with (args.output / "training_log.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c] for c in columns])
+    rows = write_curve(args.run / "log.jsonl", args.output / "training_log.csv", step)
+    stale = args.output / "grounding_log.csv"
+    if (args.run / GROUNDING_LOG).is_file():
+        write_curve(args.run / GROUNDING_LOG, stale, None)
+    elif stale.is_file():
+        stale.unlink()  # an earlier export's, from a run with a grounding stage
     size = sum(f.stat().st_size for f in args.output.iterdir()) / 2**20
     logger.info("Wrote %s from %s (%d log rows, %.1f MiB)", args.output, source, len(rows), size)
 

@@ -316,7 +316,7 @@ def test_without_weights_the_app_runs_the_toy_model_and_says_how_to_get_the_real
         # Without a model named, /segment runs the app's model: the toy model segments its example.
         result = client.predict(
             video=handle_file(str(ROOT / "examples" / "toy_shapes.mp4")),
-            expressions="the blue circle",
+            expressions="the green circle",
             max_frames=4,
             api_name="/segment",
         )

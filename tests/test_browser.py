@@ -24,7 +24,7 @@ from PIL import Image
 from test_app import CUPS, ROOT, RunFolders, running_app
 
 TOY_CLIP = ROOT / "examples" / "toy_shapes.mp4"
-TOY_EXPRESSIONS = "the small yellow shape that goes behind the big shape\nthe blue circle"
+TOY_EXPRESSIONS = "the yellow circle that goes behind the big shape\nthe green circle"
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -25,6 +25,7 @@ from mpgsam2.datasets import (
     ClipTransform,
     DatasetSpec,
     build_dataset,
+    build_training_set,
     write_synthetic_refcoco,
     write_synthetic_videos,
 )
@@ -32,6 +33,9 @@ from mpgsam2.modeling.config import AggregatorConfig, MaskPriorConfig
 from mpgsam2.modeling.sam2_adapter import decode_masks
 from mpgsam2.tokenizer import TEST_TOKENIZER
 from mpgsam2.training import (
+    DistributedContext,
+    GroundingForward,
+    GroundingSpec,
     TrainConfig,
     TrainingForward,
     build_optimizer,
@@ -44,6 +48,7 @@ from mpgsam2.training import (
     load_config,
     parameter_groups,
     prepare_for_training,
+    pretrain_grounding,
     set_dropout,
     train,
     video_forward,
@@ -400,6 +405,57 @@ def test_train_saves_resumes_exactly_and_the_checkpoint_segments(data_root, tmp_
     assert again["steps"] == 3 and again["history"] == []
 
 
+def test_the_grounding_stage_trains_only_what_grounds_and_lowers_the_prior_loss(
+    data_root, train_tokenizer, tmp_path
+):
+    model = fresh_model()
+    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
+    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    every_clip = [dataset[i] for i in range(len(dataset))]
+    forward = GroundingForward(model)
+
+    def prior_loss_now() -> float:
+        with torch.no_grad():
+            return float(forward(every_clip, 1.0)["loss"])
+
+    before_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    before = prior_loss_now()
+    stage = GroundingSpec(steps=25, batch_size=2, lr=3e-3, warmup_steps=0)
+    losses = pretrain_grounding(model, stage, dataset, DistributedContext(), tmp_path, log_every=10)
+    assert len(losses) == 25 and all(np.isfinite(losses))
+    assert prior_loss_now() < 0.7 * before
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before_weights[k])}
+    assert any(k.startswith("multimodal_encoder.") for k in changed)
+    assert any(k.startswith("mask_prior.prior_head.") for k in changed)
+    assert all(k.startswith(("multimodal_encoder.", "mask_prior.")) for k in changed), sorted(changed)[:5]
+    logged = [
+        json.loads(line)["step"] for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()
+    ]
+    assert logged == [1, 10, 20, 25]
+
+
+@pytest.mark.slow
+def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, tmp_path):
+    config = smoke_config(tmp_path / "run", data_root, max_steps=2, save_every_steps=1)
+    config = dataclasses.replace(config, eval_data=None, grounding=GroundingSpec(steps=3, batch_size=2))
+    summary = train(config)
+    assert summary["steps"] == 2
+    log = tmp_path / "run" / "grounding_log.jsonl"
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    trained = load_model(tmp_path / "run" / "checkpoint-2", device="cpu").state_dict()
+    again = train(
+        dataclasses.replace(config, schedule=dataclasses.replace(config.schedule, max_steps=3)), "auto"
+    )
+    assert again["steps"] == 3 and len(log.read_text().splitlines()) == 3
+    # The grounded weights are what the main loop trained and saved (the stage ran before it).
+    plain = smoke_config(tmp_path / "plain", data_root, max_steps=2)
+    train(dataclasses.replace(plain, eval_data=None))
+    without = load_model(tmp_path / "plain" / "checkpoint-2", device="cpu").state_dict()
+    differs = [k for k in trained if not torch.equal(trained[k], without[k])]
+    assert any(k.startswith("multimodal_encoder.") for k in differs)
+    assert not any(k.startswith("sam2.image_encoder.") for k in differs)
+
+
 def test_evaluation_writes_j_f_per_video_and_overall(data_root, tmp_path, train_tokenizer):
     from mpgsam2.metrics import evaluate_sequences
 
@@ -445,6 +501,11 @@ def test_shipped_configurations_parse(tmp_path):
         5,
         2,
     )
+    toy = load_config(ROOT / "configs" / "toy.json")
+    assert toy.grounding.steps > 0 and toy.grounding.batch_size > 1 and toy.schedule.max_steps
+    assert load_config(ROOT / "configs" / "cpu_smoke.json").grounding.steps == 0  # off unless asked for
+    with pytest.raises(ValueError, match="Unknown option"):
+        TrainConfig.from_dict({"output_dir": "x", "grounding": {"step": 3}})
     ablation = load_config(ROOT / "configs" / "ablations" / "no_object_local.json")
     assert ablation.model.aggregator == {"object_local": False} and ablation.model.init == ytvos.model.init
     assert ablation.output_dir != ytvos.output_dir

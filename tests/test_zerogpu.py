@@ -161,7 +161,7 @@ def test_without_weights_the_space_runs_the_toy_model_in_its_workers(tmp_path, m
     with emulated_space(tmp_path / "space") as (url, api, _):
         client = client_for(url, tmp_path)
         toy_clip = Path(__file__).resolve().parents[1] / "examples" / "toy_shapes.mp4"
-        result = _segment(client, toy_clip, "the blue circle", 3)
+        result = _segment(client, toy_clip, "the green circle", 3)
         assert result[5]["model"] == "toy" and not result[5]["untrained"]
         assert (load_palette_zip(result[2]) == 1).any()
         (allow,) = api.events("allow")

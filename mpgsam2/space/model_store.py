@@ -152,7 +152,7 @@ def model_notice(
             "### Toy model: it knows coloured shapes, not real videos\n\n"
             f"{reason}The toy model is MPG-SAM 2 at a small size (3.6 M parameters), trained on this project's "
             'generated clips of moving shapes. Try the "Toy shapes" example: expressions such as '
-            '"the blue circle" or "the small shape that goes behind the big shape". On real videos its masks mean little. '
+            '"the green circle" or "the yellow circle that goes behind the big shape". On real videos its masks mean little. '
             f"For the released models, {get_weights}."
         )
     return ""

@@ -16,6 +16,8 @@
   checkpointing.
 * :func:`build_optimizer` - AdamW, weight decay 5e-4, the two official learning-rate groups;
   :func:`learning_rate_factor` - the (not official) warm-up and cosine decay of from-scratch training.
+* :func:`pretrain_grounding` - a stage before the main loop (not official, for training from scratch): BEiT-3
+  and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`).
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
 
 Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
@@ -37,6 +39,7 @@ from .forward import (
     image_forward,
     video_forward,
 )
+from .grounding import GroundingForward, GroundingSpec, pretrain_grounding
 from .loop import train
 from .model_init import build_training_model
 from .optim import (
@@ -55,6 +58,8 @@ __all__ = [
     "FAST_LR_PREFIXES",
     "ClipOutput",
     "DistributedContext",
+    "GroundingForward",
+    "GroundingSpec",
     "ModelSpec",
     "OptimSpec",
     "ScheduleSpec",
@@ -80,6 +85,7 @@ __all__ = [
     "main",
     "parameter_groups",
     "prepare_for_training",
+    "pretrain_grounding",
     "save_checkpoint",
     "set_dropout",
     "set_learning_rates",

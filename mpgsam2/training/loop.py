@@ -28,6 +28,7 @@ from .distributed import (
 )
 from .evaluate import evaluate_model
 from .forward import TrainingForward, forward_backward
+from .grounding import pretrain_grounding
 from .model_init import build_training_model
 from .optim import build_optimizer, learning_rate_factor, set_learning_rates
 from .prepare import prepare_for_training
@@ -87,10 +88,25 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             context.world_size,
             context.device,
         )
-        optimizer = build_optimizer(model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay)
         dataset = build_training_set(
             list(config.train_data), ClipTransform(model.config, tokenizer), schedule.augment, schedule.seed
         )
+        source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
+        if source is None and config.grounding.steps:
+            # A resumed run's weights already hold the stage; a fresh run starts with it.
+            pretrain_grounding(
+                model,
+                config.grounding,
+                dataset,
+                context,
+                output_dir,
+                weight_decay=config.optim.weight_decay,
+                clip_max_norm=config.optim.clip_max_norm,
+                seed=schedule.seed,
+                log_every=schedule.log_every,
+                num_workers=schedule.num_workers,
+            )
+        optimizer = build_optimizer(model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay)
         sampler = ResumableSampler(dataset, context.world_size, context.rank, schedule.seed)
         loader = DataLoader(
             dataset,
@@ -114,7 +130,6 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         if parse_dtype(schedule.precision) == torch.float16:
             scaler = torch.amp.GradScaler(context.device.type)
         progress = {"step": 0, "epoch": 0, "samples": 0}
-        source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
         if source is not None:
             progress = load_progress(source, model, optimizer, context, scaler)
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])

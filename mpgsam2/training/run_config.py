@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..datasets import DatasetSpec
 from ..devices import parse_dtype
+from .grounding import GroundingSpec
 from .losses import LossWeights
 from .optim import LR_DECAYS
 from .prepare import OFFICIAL_DROPOUT
@@ -96,15 +97,26 @@ class TrainConfig:
     optim: OptimSpec = field(default_factory=OptimSpec)
     loss: LossWeights = field(default_factory=LossWeights)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    grounding: GroundingSpec = field(default_factory=GroundingSpec)  # a pre-training stage (off by default)
     raw: dict = field(default_factory=dict, compare=False)  # the merged configuration, saved with checkpoints
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``)."""
-        _check_keys("top level", data, ["output_dir", "model", "data", "optim", "loss", "train", "extends"])
+        """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``, ``grounding``)."""
+        _check_keys(
+            "top level",
+            data,
+            ["output_dir", "model", "data", "optim", "loss", "train", "grounding", "extends"],
+        )
         if "output_dir" not in data:
             raise ValueError("The configuration needs an 'output_dir'.")
-        sections = {"model": ModelSpec, "optim": OptimSpec, "loss": LossWeights, "train": ScheduleSpec}
+        sections = {
+            "model": ModelSpec,
+            "optim": OptimSpec,
+            "loss": LossWeights,
+            "train": ScheduleSpec,
+            "grounding": GroundingSpec,
+        }
         parsed = {}
         for key, kind in sections.items():
             values = dict(data.get(key) or {})
@@ -138,6 +150,7 @@ class TrainConfig:
             optim=parsed["optim"],
             loss=parsed["loss"],
             schedule=schedule,
+            grounding=parsed["grounding"],
             raw=copy.deepcopy({k: v for k, v in data.items() if k != "extends"}),
         )
 

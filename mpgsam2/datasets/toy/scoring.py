@@ -10,16 +10,25 @@ expression's masks, object scores and priors with the ground truth:
 * ``prior_on_target``: of the frames with a visible target, the fraction where the prior's strongest cell
   lies on the target (the grounding, before SAM 2), over the single runs;
 * ``single_jf_by_kind``: the single runs' mean J&F per expression kind (attributes, position, occlusion).
+
+With ``oracle_prior=True`` the single runs get the ground truth as their prior masks (:func:`oracle_prior`) and
+the runs with several expressions are skipped: what the rest of the model (SAM 2's tracking and decoding, the
+aggregator, the object score) makes of a perfect grounding, which tells a grounding that fails from a
+segmentation that fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
@@ -60,6 +69,36 @@ def hidden_reported_absent(object_scores: np.ndarray, truth: np.ndarray) -> list
     return (object_scores[empty] < 0).tolist()
 
 
+#: The logit of a fully covered cell of an oracle prior (sigmoid: 0.9997); an empty cell gets its negative.
+ORACLE_LOGIT = 8.0
+
+
+@contextmanager
+def oracle_prior(model: torch.nn.Module, truth: np.ndarray) -> Iterator[None]:
+    """While open, every prior the model's mask prior generator makes is the ground truth instead.
+
+    Each cell's logit is ``ORACLE_LOGIT * (2 c - 1)``, c the fraction of the cell the target covers (the
+    prior loss's target), so a covered cell is near 1 and an empty one near 0.
+
+    Args:
+        model: an :class:`mpgsam2.MPGSAM2`.
+        truth: (T, H, W) bool masks of the one expression the clip is run with.
+    """
+    masks = torch.from_numpy(np.ascontiguousarray(truth)).float()[:, None]
+
+    def replace(module, inputs, context):
+        grid = context.prior_logits.shape[-2:]
+        fractions = F.interpolate(masks, size=grid, mode="area")[:, 0]
+        logits = (ORACLE_LOGIT * (2 * fractions - 1)).to(context.prior_logits)
+        return dataclasses.replace(context, prior_logits=logits, priors=torch.sigmoid(logits))
+
+    handle = model.mask_prior.register_forward_hook(replace)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 @dataclass(frozen=True)
 class ToyScores:
     """The figures of :func:`score_toy_model` (see the module's docstring)."""
@@ -83,8 +122,11 @@ class ToyScores:
         return {**figures, "single_jf_by_kind": {k: round(v, 4) for k, v in self.single_jf_by_kind.items()}}
 
 
-def score_toy_model(predictor, seeds: Iterable[int], config: ToyConfig | None = None) -> ToyScores:
-    """Run ``predictor`` (a :class:`mpgsam2.VideoPredictor`) on the toy clips of ``seeds`` and score it."""
+def score_toy_model(
+    predictor, seeds: Iterable[int], config: ToyConfig | None = None, oracle: bool = False
+) -> ToyScores:
+    """Run ``predictor`` (a :class:`mpgsam2.VideoPredictor`) on the toy clips of ``seeds`` and score it
+    (``oracle``: with the ground truth as the single runs' priors, see :func:`oracle_prior`)."""
     config = config or ToyConfig()
     single, multi, by_kind = [], [], defaultdict(list)
     hidden, prior = [], []
@@ -93,13 +135,17 @@ def score_toy_model(predictor, seeds: Iterable[int], config: ToyConfig | None = 
         count += 1
         clip = generate_toy_clip(seed, config)
         first = clip.expressions[0]
-        (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         truth = clip.target_masks(first)
+        if oracle:
+            with oracle_prior(predictor.model, truth):
+                (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
+        else:
+            (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         single.append(jf(alone.masks, truth))
         by_kind[first.kind].append(single[-1])
         hidden += hidden_reported_absent(alone.object_scores, truth)
         prior += prior_hits(alone.priors, truth)
-        if len(clip.expressions) > 1:
+        if len(clip.expressions) > 1 and not oracle:
             together = predictor.segment(clip.frames, [e.text for e in clip.expressions], logits=False)
             for expression, result in zip(clip.expressions, together):
                 truth = clip.target_masks(expression)

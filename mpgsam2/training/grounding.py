@@ -1,0 +1,170 @@
+"""Grounding pre-training: BEiT-3 and the mask prior generator alone, on the prior loss, before the main loop.
+
+Trained from scratch, the text grounding (which shape the words name) is what the whole model learns slowest:
+inside the full model every step pays for SAM 2's tracking loop, and the grounding sees few expressions an
+hour. This stage trains only the part that grounds (the encoder and the generator that makes the prior masks)
+on many clips a step, so that the main loop starts from a model that already points at its target. The official
+recipe needs no such stage (it starts from pre-trained BEiT-3 and EVF-SAM weights); it is off by default
+(``grounding.steps = 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..datasets import TrainingClip, collate_clips
+from ..datasets.registry import TrainingSet
+from ..modeling.model import MPGSAM2
+from .distributed import (
+    DistributedContext,
+    ResumableSampler,
+    mean_over_processes,
+    wrap_distributed,
+)
+from .forward import forward_backward
+from .losses import prior_loss
+from .optim import learning_rate_factor, set_learning_rates
+
+logger = logging.getLogger(__name__)
+
+#: The stage's log, beside the main loop's ``log.jsonl`` in the run's folder.
+GROUNDING_LOG = "grounding_log.jsonl"
+
+
+@dataclass(frozen=True)
+class GroundingSpec:
+    """The ``grounding`` section of a run: how long and how the pre-training stage trains (0 steps: none).
+
+    The rate warms up linearly over ``warmup_steps`` and decays along half a cosine to 0 at ``steps``.
+    """
+
+    steps: int = 0
+    batch_size: int = 4  # clips per process and step (every frame of each)
+    lr: float = 1e-3
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
+            raise ValueError("grounding.steps and warmup_steps must be at least 0, batch_size at least 1.")
+
+
+class GroundingForward(nn.Module):
+    """The prior loss of a batch of clips from BEiT-3 and the mask prior generator (SAM 2 never runs).
+
+    Holds the two trained parts only, so that ``DistributedDataParallel`` synchronises nothing else.
+    """
+
+    def __init__(self, model: MPGSAM2):
+        super().__init__()
+        self.multimodal_encoder = model.multimodal_encoder
+        self.mask_prior = model.mask_prior
+
+    def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
+        """clips: on the model's device. Returns ``{"loss", "loss_prior"}`` (the same scalar)."""
+        total = None
+        for clip in clips:
+            frames = clip.beit_images.shape[0]
+            ids = clip.input_ids.unsqueeze(0).expand(frames, -1)
+            padding = None if clip.text_padding is None else clip.text_padding.unsqueeze(0).expand(frames, -1)
+            context = self.mask_prior(self.multimodal_encoder(clip.beit_images, ids, padding))
+            term = prior_loss(context.prior_logits, clip.masks, num_boxes)
+            total = term if total is None else total + term
+        return {"loss": total, "loss_prior": total.detach()}
+
+
+def grounding_parameters(model: MPGSAM2) -> list[nn.Parameter]:
+    """The trainable parameters of BEiT-3 and the mask prior generator."""
+    modules = (model.multimodal_encoder, model.mask_prior)
+    return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+
+def pretrain_grounding(
+    model: MPGSAM2,
+    spec: GroundingSpec,
+    dataset: TrainingSet,
+    context: DistributedContext,
+    output_dir: Path,
+    weight_decay: float = 5e-4,
+    clip_max_norm: float = 1.0,
+    seed: int = 0,
+    log_every: int = 50,
+    num_workers: int = 0,
+) -> list[float]:
+    """Train BEiT-3 and the mask prior generator of ``model`` in place for ``spec.steps`` steps.
+
+    The optimiser (AdamW) is the stage's own and is dropped at the end: the main loop starts its own.
+
+    Args:
+        dataset: the run's training set (its clips, all frames, the same expressions).
+        output_dir: where the stage's log (``grounding_log.jsonl``) is written by the main process.
+    Returns:
+        This process's loss at every step.
+    """
+    if spec.steps == 0:
+        return []
+    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=spec.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    parameters = grounding_parameters(model)
+    fused = context.device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
+    # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.
+    module = wrap_distributed(GroundingForward(model), context, find_unused_parameters=True)
+    logger.info(
+        "Grounding pre-training: %d steps of %d clip(s) per process, %.2f M parameters",
+        spec.steps,
+        spec.batch_size,
+        sum(p.numel() for p in parameters) / 1e6,
+    )
+    losses: list[float] = []
+    window: list[float] = []
+    step, epoch, tick = 0, 0, time.time()
+    while step < spec.steps:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        for clips in loader:
+            set_learning_rates(optimizer, learning_rate_factor(step, spec.warmup_steps, "cosine", spec.steps))
+            optimizer.zero_grad(set_to_none=True)
+            loss = float(forward_backward(module, clips, context.device)["loss"])
+            if clip_max_norm > 0:
+                torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
+            optimizer.step()
+            step += 1
+            losses.append(loss)
+            window.append(loss)
+            if step % log_every == 0 or step == 1 or step == spec.steps:
+                mean = mean_over_processes({"loss_prior": float(np.mean(window))}, context)["loss_prior"]
+                seconds = (time.time() - tick) / len(window)
+                if context.is_main:
+                    logger.info(
+                        "grounding step %d/%d: prior loss %.4f, %.2f s/step", step, spec.steps, mean, seconds
+                    )
+                    record = {
+                        "step": step,
+                        "loss_prior": mean,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "s_per_step": seconds,
+                    }
+                    with (output_dir / GROUNDING_LOG).open("a") as log:
+                        log.write(json.dumps(record) + "\n")
+                window, tick = [], time.time()
+            if step >= spec.steps:
+                break
+        epoch += 1
+    return losses
