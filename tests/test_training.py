@@ -146,6 +146,22 @@ def test_learning_rate_groups_and_frozen_encoder_follow_the_official_recipe():
     assert isinstance(optimizer, torch.optim.AdamW)
 
 
+def test_an_encoder_learning_rate_sets_beit3_apart_from_the_base_group():
+    model = fresh_model()
+    groups = {g["name"]: g for g in parameter_groups(model, 2e-6, 5e-5, lr_encoder=1e-7)}
+    assert set(groups) == {"base", "fast", "encoder"}
+    names = {id(p): n for n, p in model.named_parameters()}
+    encoder = {names[id(p)] for p in groups["encoder"]["params"]}
+    trainable_encoder = {
+        n for n, p in model.named_parameters() if p.requires_grad and n.startswith("multimodal_encoder.")
+    }
+    assert encoder == trainable_encoder and encoder
+    assert not any(names[id(p)].startswith("multimodal_encoder.") for p in groups["base"]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
+    optimizer = build_optimizer(model, 2e-6, 5e-5, lr_encoder=1e-7)
+    assert [g["lr"] for g in optimizer.param_groups] == [2e-6, 5e-5, 1e-7]
+
+
 def test_a_few_steps_lower_the_loss(clips):
     full = clips[0]
     model = fresh_model()
@@ -456,6 +472,31 @@ def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, 
     assert not any(k.startswith("sam2.image_encoder.") for k in differs)
 
 
+def test_the_grounding_stage_reads_clips_of_its_own_length(data_root, tmp_path, monkeypatch):
+    import mpgsam2.training.loop as loop
+
+    seen: dict[str, set[int]] = {"grounding": set(), "main": set()}
+    real_grounding_forward = GroundingForward.forward
+    real_training_forward = TrainingForward.forward
+
+    def grounding_forward(self, clips, num_boxes):
+        seen["grounding"].update(clip.beit_images.shape[0] for clip in clips)
+        return real_grounding_forward(self, clips, num_boxes)
+
+    def training_forward(self, clips, num_boxes):
+        seen["main"].update(clip.beit_images.shape[0] for clip in clips)
+        return real_training_forward(self, clips, num_boxes)
+
+    monkeypatch.setattr(GroundingForward, "forward", grounding_forward)
+    monkeypatch.setattr(TrainingForward, "forward", training_forward)
+    config = smoke_config(tmp_path / "run", data_root, max_steps=1)
+    stage = GroundingSpec(steps=2, batch_size=2, num_frames=1)
+    loop.train(dataclasses.replace(config, eval_data=None, grounding=stage))
+    assert seen == {"grounding": {1}, "main": {2}}
+    with pytest.raises(ValueError, match="num_frames"):
+        GroundingSpec(num_frames=-1)
+
+
 def test_evaluation_writes_j_f_per_video_and_overall(data_root, tmp_path, train_tokenizer):
     from mpgsam2.metrics import evaluate_sequences
 
@@ -503,6 +544,7 @@ def test_shipped_configurations_parse(tmp_path):
     )
     toy = load_config(ROOT / "configs" / "toy.json")
     assert toy.grounding.steps > 0 and toy.grounding.batch_size > 1 and toy.schedule.max_steps
+    assert toy.grounding.num_frames == 1 and toy.optim.lr_encoder < toy.optim.lr
     assert load_config(ROOT / "configs" / "cpu_smoke.json").grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):
         TrainConfig.from_dict({"output_dir": "x", "grounding": {"step": 3}})

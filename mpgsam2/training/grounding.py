@@ -52,10 +52,15 @@ class GroundingSpec:
     batch_size: int = 4  # clips per process and step (every frame of each)
     lr: float = 1e-3
     warmup_steps: int = 100
+    # Frames per clip (0: the training data's own ``num_frames``). The frames of one clip look alike and
+    # share their expression, so that one frame of each of more clips teaches more for the same work.
+    num_frames: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.warmup_steps < 0:
-            raise ValueError("grounding.steps and warmup_steps must be at least 0, batch_size at least 1.")
+        if min(self.steps, self.warmup_steps, self.num_frames) < 0 or self.batch_size < 1:
+            raise ValueError(
+                "grounding.steps, warmup_steps and num_frames must be at least 0, batch_size at least 1."
+            )
 
 
 class GroundingForward(nn.Module):

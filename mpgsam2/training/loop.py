@@ -8,6 +8,7 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,10 +95,18 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
         if source is None and config.grounding.steps:
             # A resumed run's weights already hold the stage; a fresh run starts with it.
+            grounding_set = dataset
+            if config.grounding.num_frames:
+                grounding_set = build_training_set(
+                    [replace(spec, num_frames=config.grounding.num_frames) for spec in config.train_data],
+                    ClipTransform(model.config, tokenizer),
+                    schedule.augment,
+                    schedule.seed,
+                )
             pretrain_grounding(
                 model,
                 config.grounding,
-                dataset,
+                grounding_set,
                 context,
                 output_dir,
                 weight_decay=config.optim.weight_decay,
@@ -106,7 +115,9 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 log_every=schedule.log_every,
                 num_workers=schedule.num_workers,
             )
-        optimizer = build_optimizer(model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay)
+        optimizer = build_optimizer(
+            model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay, config.optim.lr_encoder
+        )
         sampler = ResumableSampler(dataset, context.world_size, context.rank, schedule.seed)
         loader = DataLoader(
             dataset,

@@ -27,25 +27,53 @@ def is_fast_parameter(name: str) -> bool:
     return name.startswith(FAST_LR_PREFIXES)
 
 
-def parameter_groups(model: nn.Module, lr: float, lr_fast: float) -> list[dict]:
-    """The two official groups of trainable parameters: ``lr`` for most, ``lr_fast`` for the new modules."""
-    slow = [p for n, p in model.named_parameters() if p.requires_grad and not is_fast_parameter(n)]
-    fast = [p for n, p in model.named_parameters() if p.requires_grad and is_fast_parameter(n)]
-    return [{"params": slow, "lr": lr, "name": "base"}, {"params": fast, "lr": lr_fast, "name": "fast"}]
+#: The multimodal encoder (BEiT-3), which ``lr_encoder`` may set apart from the base group.
+ENCODER_PREFIX = "multimodal_encoder."
+
+
+def parameter_groups(
+    model: nn.Module, lr: float, lr_fast: float, lr_encoder: float | None = None
+) -> list[dict]:
+    """The two official groups of trainable parameters: ``lr`` for most, ``lr_fast`` for the new modules.
+
+    With ``lr_encoder`` (not official), BEiT-3's parameters form a third group at that rate, so that a main
+    stage after grounding pre-training (:mod:`mpgsam2.training.grounding`) does not undo what it learnt.
+    """
+    groups: dict[str, list] = {"base": [], "fast": [], "encoder": []}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if is_fast_parameter(name):
+            groups["fast"].append(parameter)
+        elif lr_encoder is not None and name.startswith(ENCODER_PREFIX):
+            groups["encoder"].append(parameter)
+        else:
+            groups["base"].append(parameter)
+    rates = {"base": lr, "fast": lr_fast, "encoder": lr_encoder}
+    return [
+        {"params": params, "lr": rates[name], "name": name}
+        for name, params in groups.items()
+        if name != "encoder" or lr_encoder is not None
+    ]
 
 
 def build_optimizer(
-    model: nn.Module, lr: float = 2e-6, lr_fast: float = 5e-5, weight_decay: float = 5e-4
+    model: nn.Module,
+    lr: float = 2e-6,
+    lr_fast: float = 5e-5,
+    weight_decay: float = 5e-4,
+    lr_encoder: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW with the official weight decay (on every trainable parameter) and learning-rate groups.
 
     The official defaults are ``lr`` 2e-6 (1e-5 for RefCOCO pre-training) and ``lr_fast`` 5e-5; the official
-    run has no learning-rate schedule (its DeepSpeed set-up returns none).
+    run has no learning-rate schedule (its DeepSpeed set-up returns none). ``lr_encoder``: see
+    :func:`parameter_groups`.
 
     On CPU and CUDA the fused implementation runs: the same update in one kernel instead of one per parameter
     tensor, which on a CPU is a fifth of a small model's step (e.g. 24 against 4.5 ms for the toy preset).
     """
-    groups = parameter_groups(model, lr, lr_fast)
+    groups = parameter_groups(model, lr, lr_fast, lr_encoder)
     devices = {p.device.type for group in groups for p in group["params"]}
     fused = bool(devices) and devices <= {"cpu", "cuda"}
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)

@@ -51,6 +51,8 @@ class OptimSpec:
 
     lr: float = 2e-6
     lr_fast: float = 5e-5
+    # Not official: BEiT-3's own rate (None: ``lr``), to keep what a grounding stage taught it.
+    lr_encoder: float | None = None
     weight_decay: float = 5e-4
     # The official scripts pass 0.1, but under DeepSpeed ZeRO-2 the clipping sees no gradients; 0 = off.
     clip_max_norm: float = 0.0
