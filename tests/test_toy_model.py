@@ -173,6 +173,8 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         "train.max_steps=3",
         "optim.warmup_steps=2",
         "train.log_every=1",
+        "grounding.steps=2",
+        "grounding.batch_size=2",
     ]
     config = load_config(ROOT / "configs" / "toy.json", overrides)
     assert config.model.init == "toy" and not config.schedule.freeze_image_encoder
@@ -183,6 +185,8 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     # Warm-up over 2 of 3 steps, then the cosine at step 2 of 3.
     assert [entry["lr"] for entry in log] == pytest.approx([2.5e-4, 5e-4 * 0.75, 5e-4 * 0.25])
+    grounding = [json.loads(line) for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in grounding] == [1, 2]
     assert summary["eval"]["num_expressions"] >= 1
     loaded = load_model(tmp_path / "checkpoint-3", device="cpu")
     assert loaded.config == get_config("toy")
