@@ -89,9 +89,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             context.world_size,
             context.device,
         )
-        dataset = build_training_set(
-            list(config.train_data), ClipTransform(model.config, tokenizer), schedule.augment, schedule.seed
-        )
+        transform = ClipTransform(model.config, tokenizer)
+        dataset = build_training_set(list(config.train_data), transform, schedule.augment, schedule.seed)
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
         if source is None and config.grounding.steps:
             # A resumed run's weights already hold the stage; a fresh run starts with it.
@@ -99,7 +98,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             if config.grounding.num_frames:
                 grounding_set = build_training_set(
                     [replace(spec, num_frames=config.grounding.num_frames) for spec in config.train_data],
-                    ClipTransform(model.config, tokenizer),
+                    transform,
                     schedule.augment,
                     schedule.seed,
                 )
