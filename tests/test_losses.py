@@ -17,6 +17,7 @@ from mpgsam2.training.losses import (
     dice_loss,
     mask_text_similarity_loss,
     object_score_loss,
+    prior_cell_choice_loss,
     prior_loss,
     sigmoid_focal_loss,
 )
@@ -179,3 +180,31 @@ def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():
     torch.testing.assert_close(prior_loss(logits, targets, 1.0), expected)
     good = torch.where(fractions > 0.75, 8.0, torch.where(fractions > 0.25, 0.0, -8.0))
     assert prior_loss(good, targets, 1.0) < prior_loss(-good, targets, 1.0)
+
+
+def test_the_cell_choice_loss_makes_the_prior_cells_compete_for_the_target():
+    """A cross-entropy over a frame's cells: mass on another shape costs, an empty frame adds nothing."""
+    targets = torch.zeros(3, 28, 28)
+    targets[0, :4, :4] = 1  # cells (0..1, 0..1), a quarter of the target each
+    targets[1, 2:4, :2] = 1  # cell (1, 0) alone
+    shares = torch.zeros(3, 196)
+    shares[0, [0, 1, 14, 15]] = 0.25
+    shares[1, 14] = 1.0
+    logits = torch.randn(3, 14, 14)
+    log_probabilities = torch.log_softmax(logits.flatten(1), -1)
+    expected = -(shares * log_probabilities).sum() / 2.0
+    torch.testing.assert_close(prior_cell_choice_loss(logits, targets, 2.0), expected)
+    # Frame 2 has no target: its logits do not matter.
+    changed = logits.clone()
+    changed[2] = torch.randn(14, 14) * 10
+    torch.testing.assert_close(prior_cell_choice_loss(changed, targets, 2.0), expected)
+    # A distractor lit as brightly as the target halves the target's probability: log 2 more, where
+    # per-cell focal + dice charge less than half of that.
+    alone = torch.full((1, 14, 14), -8.0)
+    alone[0, 1, 0] = 8.0
+    both = alone.clone()
+    both[0, 10, 10] = 8.0
+    one = targets[1:2]
+    extra = prior_cell_choice_loss(both, one, 1.0) - prior_cell_choice_loss(alone, one, 1.0)
+    assert math.isclose(float(extra), math.log(2), abs_tol=1e-3)
+    assert prior_loss(both, one, 1.0) - prior_loss(alone, one, 1.0) < extra / 2

@@ -450,6 +450,28 @@ def test_the_grounding_stage_trains_only_what_grounds_and_lowers_the_prior_loss(
     assert logged == [1, 10, 20, 25]
 
 
+def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root, train_tokenizer, tmp_path):
+    model = fresh_model()
+    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
+    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    clips = [dataset[i] for i in range(2)]
+    with torch.no_grad():
+        plain = GroundingForward(model)(clips, 1.0)
+        weighted = GroundingForward(model, cell_choice=0.5)(clips, 1.0)
+    torch.testing.assert_close(plain["loss"], plain["loss_prior"])
+    torch.testing.assert_close(weighted["loss_prior"], plain["loss_prior"])
+    assert weighted["loss_cell_choice"] > 0
+    torch.testing.assert_close(weighted["loss"], weighted["loss_prior"] + 0.5 * weighted["loss_cell_choice"])
+    stage = GroundingSpec(steps=2, batch_size=2, cell_choice=0.5)
+    losses = pretrain_grounding(model, stage, dataset, DistributedContext(), tmp_path, log_every=1)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    records = [json.loads(line) for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["loss_cell_choice"] > 0 and r["loss_prior"] > 0 for r in records)
+    with pytest.raises(ValueError, match="cell_choice"):
+        GroundingSpec(cell_choice=-1.0)
+
+
 @pytest.mark.slow
 def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, tmp_path):
     config = smoke_config(tmp_path / "run", data_root, max_steps=2, save_every_steps=1)

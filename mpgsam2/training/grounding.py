@@ -32,7 +32,7 @@ from .distributed import (
     wrap_distributed,
 )
 from .forward import forward_backward
-from .losses import prior_loss
+from .losses import prior_cell_choice_loss, prior_loss
 from .optim import learning_rate_factor, set_learning_rates
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ GROUNDING_LOG = "grounding_log.jsonl"
 class GroundingSpec:
     """The ``grounding`` section of a run: how long and how the pre-training stage trains (0 steps: none).
 
-    The rate warms up linearly over ``warmup_steps`` and decays along half a cosine to 0 at ``steps``.
+    The rate warms up linearly over ``warmup_steps`` and decays along half a cosine to 0 at ``steps``. The loss
+    is the prior loss, plus ``cell_choice`` times a cross-entropy over each frame's prior cells.
     """
 
     steps: int = 0
@@ -55,36 +56,49 @@ class GroundingSpec:
     # Frames per clip (0: the training data's own ``num_frames``). The frames of one clip look alike and
     # share their expression, so that one frame of each of more clips teaches more for the same work.
     num_frames: int = 0
+    # The weight of a cross-entropy over each frame's prior cells added to the prior loss (0: the prior loss
+    # alone); see :func:`mpgsam2.training.losses.prior_cell_choice_loss`.
+    cell_choice: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.warmup_steps, self.num_frames) < 0 or self.batch_size < 1:
+        if min(self.steps, self.warmup_steps, self.num_frames, self.cell_choice) < 0 or self.batch_size < 1:
             raise ValueError(
-                "grounding.steps, warmup_steps and num_frames must be at least 0, batch_size at least 1."
+                "grounding.steps, warmup_steps, num_frames and cell_choice must be at least 0, batch_size "
+                "at least 1."
             )
 
 
 class GroundingForward(nn.Module):
-    """The prior loss of a batch of clips from BEiT-3 and the mask prior generator (SAM 2 never runs).
+    """The prior loss of a batch of clips from BEiT-3 and the mask prior generator (SAM 2 never runs),
+    plus ``cell_choice`` times the cross-entropy over the prior's cells.
 
     Holds the two trained parts only, so that ``DistributedDataParallel`` synchronises nothing else.
     """
 
-    def __init__(self, model: MPGSAM2):
+    def __init__(self, model: MPGSAM2, cell_choice: float = 0.0):
         super().__init__()
         self.multimodal_encoder = model.multimodal_encoder
         self.mask_prior = model.mask_prior
+        self.cell_choice = cell_choice
 
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
-        """clips: on the model's device. Returns ``{"loss", "loss_prior"}`` (the same scalar)."""
-        total = None
+        """clips: on the model's device. Returns ``{"loss", "loss_prior", "loss_cell_choice"}``."""
+        prior, choice = [], []
         for clip in clips:
             frames = clip.beit_images.shape[0]
             ids = clip.input_ids.unsqueeze(0).expand(frames, -1)
             padding = None if clip.text_padding is None else clip.text_padding.unsqueeze(0).expand(frames, -1)
             context = self.mask_prior(self.multimodal_encoder(clip.beit_images, ids, padding))
-            term = prior_loss(context.prior_logits, clip.masks, num_boxes)
-            total = term if total is None else total + term
-        return {"loss": total, "loss_prior": total.detach()}
+            prior.append(prior_loss(context.prior_logits, clip.masks, num_boxes))
+            if self.cell_choice:
+                choice.append(prior_cell_choice_loss(context.prior_logits, clip.masks, num_boxes))
+        loss_prior = torch.stack(prior).sum()
+        loss_choice = torch.stack(choice).sum() if choice else torch.zeros_like(loss_prior)
+        return {
+            "loss": loss_prior + self.cell_choice * loss_choice,
+            "loss_prior": loss_prior.detach(),
+            "loss_cell_choice": loss_choice.detach(),
+        }
 
 
 def grounding_parameters(model: MPGSAM2) -> list[nn.Parameter]:
@@ -130,7 +144,7 @@ def pretrain_grounding(
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.
-    module = wrap_distributed(GroundingForward(model), context, find_unused_parameters=True)
+    module = wrap_distributed(GroundingForward(model, spec.cell_choice), context, find_unused_parameters=True)
     logger.info(
         "Grounding pre-training: %d steps of %d clip(s) per process, %.2f M parameters",
         spec.steps,
@@ -138,7 +152,8 @@ def pretrain_grounding(
         sum(p.numel() for p in parameters) / 1e6,
     )
     losses: list[float] = []
-    window: list[float] = []
+    logged = ["loss_prior", "loss_cell_choice"] if spec.cell_choice else ["loss_prior"]
+    window: list[dict[str, float]] = []
     step, epoch, tick = 0, 0, time.time()
     while step < spec.steps:
         sampler.set_epoch(epoch)
@@ -146,23 +161,29 @@ def pretrain_grounding(
         for clips in loader:
             set_learning_rates(optimizer, learning_rate_factor(step, spec.warmup_steps, "cosine", spec.steps))
             optimizer.zero_grad(set_to_none=True)
-            loss = float(forward_backward(module, clips, context.device)["loss"])
+            terms = forward_backward(module, clips, context.device)
+            loss = float(terms["loss"])
             if clip_max_norm > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
             optimizer.step()
             step += 1
             losses.append(loss)
-            window.append(loss)
+            window.append({name: float(terms[name]) for name in logged})
             if step % log_every == 0 or step == 1 or step == spec.steps:
-                mean = mean_over_processes({"loss_prior": float(np.mean(window))}, context)["loss_prior"]
+                means = {name: float(np.mean([entry[name] for entry in window])) for name in logged}
+                means = mean_over_processes(means, context)
                 seconds = (time.time() - tick) / len(window)
                 if context.is_main:
                     logger.info(
-                        "grounding step %d/%d: prior loss %.4f, %.2f s/step", step, spec.steps, mean, seconds
+                        "grounding step %d/%d: %s, %.2f s/step",
+                        step,
+                        spec.steps,
+                        ", ".join(f"{name} {value:.4f}" for name, value in means.items()),
+                        seconds,
                     )
                     record = {
                         "step": step,
-                        "loss_prior": mean,
+                        **means,
                         "lr": optimizer.param_groups[0]["lr"],
                         "s_per_step": seconds,
                     }

@@ -22,7 +22,9 @@ Not in the official recipe, for models trained from scratch (weight 0, left out,
   through a hard threshold), so a model trained from scratch needs it to ever report a hidden target;
 * ``loss_prior``, focal + dice of the prior mask against the ground truth averaged onto the prior's grid
   (:func:`prior_loss`): direct supervision of the text grounding, which the official model brings from
-  pre-trained BEiT-3 / EVF-SAM weights.
+  pre-trained BEiT-3 / EVF-SAM weights;
+* in the grounding stage only (``grounding.cell_choice``, 0 by default), a cross-entropy over each frame's
+  prior cells (:func:`prior_cell_choice_loss`), which makes the cells compete for the target.
 """
 
 from __future__ import annotations
@@ -169,6 +171,30 @@ def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: flo
     return sigmoid_focal_loss(logits, fractions[None], num_boxes) + dice_loss(
         logits, fractions[None], num_boxes
     )
+
+
+def prior_cell_choice_loss(
+    prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float
+) -> torch.Tensor:
+    """Cross-entropy of a softmax over each frame's g x g prior cells against the target's share of each cell.
+
+    Focal + dice (:func:`prior_loss`) score every cell on its own, so a prior that lights up every shape the
+    words might mean pays little more than one on the named shape. Over a softmax the cells compete: mass on
+    another shape is taken from the target. Frames without a visible target add nothing.
+
+    Args:
+        prior_logits: (T, g, g) logits of the prior masks.
+        targets: (T, S, S) 0/1 ground truth.
+        num_boxes: the normaliser (visible frames), as for the other terms.
+    Returns:
+        A scalar: the sum over visible frames divided by ``num_boxes``.
+    """
+    fractions = F.interpolate(targets[:, None].float(), size=prior_logits.shape[-2:], mode="area")[:, 0]
+    fractions = fractions.flatten(1)  # (T, g*g)
+    totals = fractions.sum(-1, keepdim=True)
+    shares = fractions / totals.clamp_min(torch.finfo(fractions.dtype).tiny)
+    log_probabilities = F.log_softmax(prior_logits.flatten(1).float(), dim=-1)
+    return -(shares * log_probabilities).sum() / num_boxes
 
 
 def count_visible_frames(
