@@ -82,7 +82,8 @@ class GroundingForward(nn.Module):
         self.cell_choice = cell_choice
 
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
-        """clips: on the model's device. Returns ``{"loss", "loss_prior", "loss_cell_choice"}``."""
+        """clips: on the model's device. Returns ``{"loss", "loss_prior"}``, and ``"loss_cell_choice"`` (before
+        its weight) when that term is on."""
         prior, choice = [], []
         for clip in clips:
             frames = clip.beit_images.shape[0]
@@ -93,7 +94,9 @@ class GroundingForward(nn.Module):
             if self.cell_choice:
                 choice.append(prior_cell_choice_loss(context.prior_logits, clip.masks, num_boxes))
         loss_prior = torch.stack(prior).sum()
-        loss_choice = torch.stack(choice).sum() if choice else torch.zeros_like(loss_prior)
+        if not choice:
+            return {"loss": loss_prior, "loss_prior": loss_prior.detach()}
+        loss_choice = torch.stack(choice).sum()
         return {
             "loss": loss_prior + self.cell_choice * loss_choice,
             "loss_prior": loss_prior.detach(),
@@ -152,8 +155,7 @@ def pretrain_grounding(
         sum(p.numel() for p in parameters) / 1e6,
     )
     losses: list[float] = []
-    logged = ["loss_prior", "loss_cell_choice"] if spec.cell_choice else ["loss_prior"]
-    window: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []  # the logged terms of each step (every loss but the total)
     step, epoch, tick = 0, 0, time.time()
     while step < spec.steps:
         sampler.set_epoch(epoch)
@@ -168,9 +170,9 @@ def pretrain_grounding(
             optimizer.step()
             step += 1
             losses.append(loss)
-            window.append({name: float(terms[name]) for name in logged})
+            window.append({name: float(value) for name, value in terms.items() if name != "loss"})
             if step % log_every == 0 or step == 1 or step == spec.steps:
-                means = {name: float(np.mean([entry[name] for entry in window])) for name in logged}
+                means = {name: float(np.mean([entry[name] for entry in window])) for name in window[0]}
                 means = mean_over_processes(means, context)
                 seconds = (time.time() - tick) / len(window)
                 if context.is_main:

@@ -156,6 +156,11 @@ def object_score_loss(
     return (weights * terms).sum() / weights.sum().clamp_min(1e-6)
 
 
+def covered_fractions(targets: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """(T, S, S) 0/1 ground truth -> (T, g, g) the fraction of each prior cell that the target covers."""
+    return F.interpolate(targets[:, None].float(), size=tuple(grid), mode="area")[:, 0]
+
+
 def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
     """Focal + dice of one clip's prior masks against its ground truth averaged onto the prior's grid.
 
@@ -166,7 +171,7 @@ def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: flo
     Returns:
         A scalar.
     """
-    fractions = F.interpolate(targets[:, None].float(), size=prior_logits.shape[-2:], mode="area")[:, 0]
+    fractions = covered_fractions(targets, prior_logits.shape[-2:])
     logits = prior_logits[None].float()
     return sigmoid_focal_loss(logits, fractions[None], num_boxes) + dice_loss(
         logits, fractions[None], num_boxes
@@ -189,8 +194,7 @@ def prior_cell_choice_loss(
     Returns:
         A scalar: the sum over visible frames divided by ``num_boxes``.
     """
-    fractions = F.interpolate(targets[:, None].float(), size=prior_logits.shape[-2:], mode="area")[:, 0]
-    fractions = fractions.flatten(1)  # (T, g*g)
+    fractions = covered_fractions(targets, prior_logits.shape[-2:]).flatten(1)  # (T, g*g)
     totals = fractions.sum(-1, keepdim=True)
     shares = fractions / totals.clamp_min(torch.finfo(fractions.dtype).tiny)
     log_probabilities = F.log_softmax(prior_logits.flatten(1).float(), dim=-1)
