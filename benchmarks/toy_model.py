@@ -1,15 +1,19 @@
 """What a toy model's masks mean, on held-out generated clips: the figures a shipped toy model must reach.
 
     python benchmarks/toy_model.py [CHECKPOINT] [--clips 50] [--first-seed 900000] [--oracle-prior]
-                                   [--json out.json]
+                                   [--grounding] [--json out.json]
 
 ``CHECKPOINT`` is ``toy`` (the shipped model, the default) or anything :func:`mpgsam2.load_model` reads (a
 training run's ``checkpoint-N`` folder, a folder with ``model.safetensors`` and ``config.json``). The clips
 come from :func:`mpgsam2.datasets.toy.generate_toy_clip` with seeds from ``--first-seed`` on
-(``configs/toy.json`` trains on seeds 0 to 2999; pass seeds no training used). Prints one JSON object with
+(``configs/toy.json`` trains on seeds 0 to 11999; pass seeds no training used). Prints one JSON object with
 the figures of :func:`mpgsam2.datasets.toy.scoring.score_toy_model`: ``single_jf``, ``multi_jf``,
-``hidden_absent``, ``prior_on_target`` and the single runs' J&F per expression kind. ``--oracle-prior`` gives the single runs the ground truth as their
-prior masks: what the rest of the model makes of a perfect grounding.
+``hidden_absent``, ``prior_on_target`` and the J&F per expression kind of the single runs and of the runs
+with several expressions, with their counts. ``--oracle-prior`` gives the single runs the ground truth as their
+prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
+of :func:`mpgsam2.datasets.toy.scoring.score_grounding`: where the priors of every phrasing of every target
+point (BEiT-3 and the mask prior generator alone), by kind of expression, target size and the attributes
+named: which words the model has learned.
 """
 
 from __future__ import annotations
@@ -33,22 +37,27 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=900_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--oracle-prior", action="store_true", help="the ground truth as the prior masks")
+    parser.add_argument("--grounding", action="store_true", help="the priors of every expression, by words")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
     from mpgsam2 import VideoPredictor
-    from mpgsam2.datasets.toy.scoring import score_toy_model
+    from mpgsam2.datasets.toy.scoring import score_grounding, score_toy_model
 
     predictor = VideoPredictor.from_pretrained(args.checkpoint, device="cpu")
     started = time.perf_counter()
     seeds = range(args.first_seed, args.first_seed + args.clips)
-    scores = score_toy_model(predictor, seeds, oracle=args.oracle_prior)
+    if args.grounding:
+        scores, mode = score_grounding(predictor, seeds), {"grounding": True}
+    else:
+        scores = score_toy_model(predictor, seeds, oracle=args.oracle_prior)
+        mode = {"oracle_prior": args.oracle_prior}
     result = {
         "checkpoint": str(args.checkpoint),
         "seeds": [args.first_seed, args.first_seed + args.clips - 1],
-        "oracle_prior": args.oracle_prior,
+        **mode,
         **scores.as_dict(),
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -9,7 +9,13 @@ expression's masks, object scores and priors with the ground truth:
   whose object score is below zero (the model says "not visible"), over both kinds of runs;
 * ``prior_on_target``: of the frames with a visible target, the fraction where the prior's strongest cell
   lies on the target (the grounding, before SAM 2), over the single runs;
-* ``single_jf_by_kind``: the single runs' mean J&F per expression kind (attributes, position, occlusion).
+* ``single_jf_by_kind`` and ``multi_jf_by_kind``: the mean J&F per expression kind (attributes, position,
+  occlusion) of the single runs and of the runs with several expressions, with their counts.
+
+:func:`score_grounding` looks at the grounding alone (BEiT-3 and the mask prior generator; SAM 2 never runs),
+on every phrasing of every target of a clip as training draws them: how often each prior's strongest cell is
+on its target, by kind of expression, by the size of the target, and for attribute expressions by the
+attributes they name. It tells which words the model has learned (a colour, a shape, a position).
 
 With ``oracle_prior=True`` the single runs get the ground truth as their prior masks (:func:`oracle_prior`) and
 the runs with several expressions are skipped: what the rest of the model (SAM 2's tracking and decoding, the
@@ -32,7 +38,9 @@ import torch.nn.functional as F
 
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
-from .scene import ToyConfig
+from .referring import ATTRIBUTES
+from .scene import ToyConfig, ToyExpression
+from .vocabulary import COLOURS, SHAPES, SIZES
 
 
 def jf(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -111,15 +119,21 @@ class ToyScores:
     hidden_frames: int
     prior_on_target: float | None
     single_jf_by_kind: dict[str, float] = field(default_factory=dict)
+    # A clip's first expression is for a target hidden on some frames whenever it has one, so the single runs'
+    # kinds mix the words with hiding, and some kinds are few; the runs with several expressions hold every
+    # target of their clips.
+    single_count_by_kind: dict[str, int] = field(default_factory=dict)
+    multi_jf_by_kind: dict[str, float] = field(default_factory=dict)
+    multi_count_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        def rounded(value):
-            return round(value, 4) if isinstance(value, float) else value
+        return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
 
-        figures = {
-            name: rounded(value) for name, value in self.__dict__.items() if name != "single_jf_by_kind"
-        }
-        return {**figures, "single_jf_by_kind": {k: round(v, 4) for k, v in self.single_jf_by_kind.items()}}
+
+def _rounded(value):
+    if isinstance(value, dict):
+        return {key: _rounded(figure) for key, figure in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def score_toy_model(
@@ -128,7 +142,8 @@ def score_toy_model(
     """Run ``predictor`` (a :class:`mpgsam2.VideoPredictor`) on the toy clips of ``seeds`` and score it
     (``oracle``: with the ground truth as the single runs' priors, see :func:`oracle_prior`)."""
     config = config or ToyConfig()
-    single, multi, by_kind = [], [], defaultdict(list)
+    single, multi = [], []
+    single_by_kind, multi_by_kind = defaultdict(list), defaultdict(list)
     hidden, prior = [], []
     count = 0
     for seed in seeds:
@@ -142,7 +157,7 @@ def score_toy_model(
         else:
             (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         single.append(jf(alone.masks, truth))
-        by_kind[first.kind].append(single[-1])
+        single_by_kind[first.kind].append(single[-1])
         hidden += hidden_reported_absent(alone.object_scores, truth)
         prior += prior_hits(alone.priors, truth)
         if len(clip.expressions) > 1 and not oracle:
@@ -150,6 +165,7 @@ def score_toy_model(
             for expression, result in zip(clip.expressions, together):
                 truth = clip.target_masks(expression)
                 multi.append(jf(result.masks, truth))
+                multi_by_kind[expression.kind].append(multi[-1])
                 hidden += hidden_reported_absent(result.object_scores, truth)
     return ToyScores(
         clips=count,
@@ -159,5 +175,79 @@ def score_toy_model(
         hidden_absent=float(np.mean(hidden)) if hidden else None,
         hidden_frames=len(hidden),
         prior_on_target=float(np.mean(prior)) if prior else None,
-        single_jf_by_kind={k: statistics.mean(v) for k, v in sorted(by_kind.items())},
+        single_jf_by_kind={k: statistics.mean(v) for k, v in sorted(single_by_kind.items())},
+        single_count_by_kind={k: len(v) for k, v in sorted(single_by_kind.items())},
+        multi_jf_by_kind={k: statistics.mean(v) for k, v in sorted(multi_by_kind.items())},
+        multi_count_by_kind={k: len(v) for k, v in sorted(multi_by_kind.items())},
+    )
+
+
+#: Training's draw of a clip's expressions (configs/toy.json): every target, several phrasings of each.
+EVERY_PHRASING = ToyConfig(max_expressions=4, expressions_per_object=4)
+_WORDS = {"size": set(SIZES), "colour": set(COLOURS), "shape": set(SHAPES)}
+
+
+def named_attributes(expression: ToyExpression) -> str:
+    """The attributes an attribute expression names, in spoken order: ``"the small star"`` -> ``"size+shape"``
+    (``"none"`` for ``"the shape"``)."""
+    words = set(expression.text.split())
+    return "+".join(name for name in ATTRIBUTES if words & _WORDS[name]) or "none"
+
+
+@dataclass(frozen=True)
+class GroundingScores:
+    """The figures of :func:`score_grounding`: fractions of the frames with a visible target where the prior's
+    strongest cell lies on it (see :func:`prior_hits`)."""
+
+    clips: int
+    frames: int
+    prior_on_target: float
+    by_kind: dict[str, float]
+    by_target_size: dict[str, float]
+    attributes_by_words: dict[str, float]  # attribute expressions, by the attributes they name
+    shape_words_by_size: dict[str, float]  # attribute expressions with a shape word and no colour word
+
+    def as_dict(self) -> dict:
+        return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
+
+
+def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_PHRASING) -> GroundingScores:
+    """Where the priors of ``predictor`` (a :class:`mpgsam2.VideoPredictor`) point, for every expression of
+    the toy clips of ``seeds`` (drawn with ``config``: training's several phrasings per target by default).
+
+    Only the global stage runs (:meth:`mpgsam2.VideoPredictor.init_session`), all of a clip's expressions
+    at once: about 50 s for 50 clips on two CPU cores.
+    """
+    groups: dict[str, dict[str, list[bool]]] = {
+        "by_kind": defaultdict(list),
+        "by_target_size": defaultdict(list),
+        "attributes_by_words": defaultdict(list),
+        "shape_words_by_size": defaultdict(list),
+    }
+    every: list[bool] = []
+    count = 0
+    for seed in seeds:
+        count += 1
+        clip = generate_toy_clip(seed, config)
+        session = predictor.init_session(clip.frames, [e.text for e in clip.expressions])
+        for expression, context in zip(clip.expressions, session.contexts):
+            hits = prior_hits(context.priors.cpu().numpy(), clip.target_masks(expression))
+            size = clip.objects[expression.object_id - 1].size
+            every += hits
+            groups["by_kind"][expression.kind] += hits
+            groups["by_target_size"][size] += hits
+            if expression.kind == "attributes":
+                words = named_attributes(expression)
+                groups["attributes_by_words"][words] += hits
+                if "shape" in words and "colour" not in words:
+                    groups["shape_words_by_size"][size] += hits
+    means = {
+        name: {key: float(np.mean(hits)) for key, hits in sorted(group.items()) if hits}
+        for name, group in groups.items()
+    }
+    return GroundingScores(
+        clips=count,
+        frames=len(every),
+        prior_on_target=float(np.mean(every)) if every else float("nan"),
+        **means,
     )
