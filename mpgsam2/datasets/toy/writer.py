@@ -45,15 +45,19 @@ def toy_meta_path(root: str | Path, split: str) -> Path:
     return Path(root) / "meta_expressions" / split / "meta_expressions.json"
 
 
+def config_record(config: ToyConfig) -> dict:
+    """What the meta file records of a :class:`ToyConfig`, as JSON reads it back (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
 def generator_record(num_videos: int, seed: int, config: ToyConfig, jpeg_quality: int) -> dict:
     """What the meta file records of the generator, as JSON reads it back."""
-    record = {
+    return {
         "num_videos": num_videos,
         "seed": seed,
         "jpeg_quality": jpeg_quality,
-        "config": dataclasses.asdict(config),
+        "config": config_record(config),
     }
-    return json.loads(json.dumps(record))
 
 
 def with_new_defaults(record: dict | None) -> dict | None:
@@ -68,7 +72,7 @@ def with_new_defaults(record: dict | None) -> dict | None:
         config = ToyConfig.from_dict(record["config"])
     except (TypeError, ValueError):
         return record  # an option this version does not know: not the same generator
-    return {**record, "config": json.loads(json.dumps(dataclasses.asdict(config)))}
+    return {**record, "config": config_record(config)}
 
 
 def write_toy_dataset(
