@@ -1,7 +1,7 @@
 """What a toy model's masks mean, on held-out generated clips: the figures a shipped toy model must reach.
 
     python benchmarks/toy_model.py [CHECKPOINT] [--clips 50] [--first-seed 900000] [--oracle-prior]
-                                   [--grounding] [--json out.json]
+                                   [--grounding | --patch-tokens] [--json out.json]
 
 ``CHECKPOINT`` is ``toy`` (the shipped model, the default) or anything :func:`mpgsam2.load_model` reads (a
 training run's ``checkpoint-N`` folder, a folder with ``model.safetensors`` and ``config.json``). The clips
@@ -13,7 +13,10 @@ with several expressions, with their counts. ``--oracle-prior`` gives the single
 prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
 of :func:`mpgsam2.datasets.toy.scoring.score_grounding`: where the priors of every phrasing of every target
 point (BEiT-3 and the mask prior generator alone), by kind of expression, target size and the attributes
-named: which words the model has learned.
+named: which words the model has learned. ``--patch-tokens`` prints instead the figures of
+:func:`mpgsam2.datasets.toy.probing.probe_patch_tokens`: linear read-outs of the colour, the kind and the size
+of the shape under each of BEiT-3's patch tokens, fitted on the first three quarters of the clips and scored on
+the rest, with each attribute's chance level: what the image encoder sees.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--oracle-prior", action="store_true", help="the ground truth as the prior masks")
     parser.add_argument("--grounding", action="store_true", help="the priors of every expression, by words")
+    parser.add_argument("--patch-tokens", action="store_true", help="what BEiT-3's patch tokens carry")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
     from mpgsam2 import VideoPredictor
+    from mpgsam2.datasets.toy.probing import probe_patch_tokens
     from mpgsam2.datasets.toy.scoring import score_grounding, score_toy_model
 
     predictor = VideoPredictor.from_pretrained(args.checkpoint, device="cpu")
@@ -51,6 +56,10 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.clips)
     if args.grounding:
         scores, mode = score_grounding(predictor, seeds), {"grounding": True}
+    elif args.patch_tokens:
+        fitted = seeds[: max(1, len(seeds) * 3 // 4)]
+        scores = probe_patch_tokens(predictor, fitted, seeds[len(fitted) :])
+        mode = {"patch_tokens": True}
     else:
         scores = score_toy_model(predictor, seeds, oracle=args.oracle_prior)
         mode = {"oracle_prior": args.oracle_prior}

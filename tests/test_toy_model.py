@@ -229,3 +229,48 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     assert figures["seeds"] == [900_000, 900_001] and figures["multi_expressions"] >= 2
     for name in ("single_jf", "multi_jf", "hidden_absent", "prior_on_target"):
         assert 0.0 <= figures[name] <= 1.0, name
+
+
+def test_the_toy_benchmarks_read_the_patch_tokens_and_teach_the_kinds(toy_model, tmp_path):
+    """benchmarks/toy_model.py --patch-tokens and benchmarks/toy_encoder_kinds.py end to end, briefly."""
+    import subprocess
+    import sys
+
+    folder = save_pretrained(toy_model, tmp_path / "toy", TOY_TOKENIZER)
+    read, taught = tmp_path / "read.json", tmp_path / "taught.json"
+    script = ROOT / "benchmarks" / "toy_model.py"
+    command = [sys.executable, str(script), str(folder), "--patch-tokens", "--clips", "4", "--threads", "1"]
+    done = subprocess.run([*command, "--json", str(read)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(read.read_text())
+    assert figures["patch_tokens"] and figures["seeds"] == [900_000, 900_003]
+    assert figures["fit_patches"] > figures["test_patches"] > 0
+    for name in ("colour", "shape", "size"):
+        assert 0.0 <= figures["accuracy"][name] <= 1.0 and 0.0 < figures["chance"][name] <= 1.0, name
+
+    script = ROOT / "benchmarks" / "toy_encoder_kinds.py"
+    options = [
+        "--steps",
+        "2",
+        "--eval-every",
+        "1",
+        "--frames",
+        "6",
+        "--held-out-frames",
+        "4",
+        "--threads",
+        "1",
+    ]
+    done = subprocess.run(
+        [sys.executable, str(script), *options, "--json", str(taught)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    curve = json.loads(taught.read_text())["curve"]
+    assert [point["step"] for point in curve] == [0, 1, 2]
+    assert all(0.0 <= point["all"] <= 1.0 for point in curve)
+    assert all(
+        point[name] is None or 0.0 <= point[name] <= 1.0 for point in curve for name in ("small", "big")
+    )

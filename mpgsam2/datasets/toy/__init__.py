@@ -13,9 +13,10 @@ star"``).
 
 The modules, by job: :mod:`.vocabulary` (the words), :mod:`.scene` (the records and :class:`ToyConfig`),
 :mod:`.drawing` (shapes, backgrounds, frames), :mod:`.motion` (paths), :mod:`.referring` (expressions),
-:mod:`.generator` (one clip from a seed) and :mod:`.writer` (the Ref-YouTube-VOS layout, which
+:mod:`.generator` (one clip from a seed), :mod:`.writer` (the Ref-YouTube-VOS layout, which
 :class:`mpgsam2.datasets.RefYouTubeVOS` reads; a training configuration asks for it with a dataset spec's
-``toy`` mapping, see ``configs/toy.json``).
+``toy`` mapping, see ``configs/toy.json``), :mod:`.scoring` (what a model's masks and priors mean on held-out
+clips) and :mod:`.probing` (what its image encoder's patch tokens carry).
 """
 
 from __future__ import annotations
