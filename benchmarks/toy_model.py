@@ -1,7 +1,7 @@
 """What a toy model's masks mean, on held-out generated clips: the figures a shipped toy model must reach.
 
-    python benchmarks/toy_model.py [CHECKPOINT] [--clips 50] [--first-seed 900000] [--oracle-prior]
-                                   [--grounding | --patch-tokens] [--json out.json]
+    python benchmarks/toy_model.py [CHECKPOINT] [--clips 50] [--first-seed 900000]
+                                   [--oracle-prior | --grounding | --patch-tokens] [--json out.json]
 
 ``CHECKPOINT`` is ``toy`` (the shipped model, the default) or anything :func:`mpgsam2.load_model` reads (a
 training run's ``checkpoint-N`` folder, a folder with ``model.safetensors`` and ``config.json``). The clips
@@ -39,9 +39,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=50)
     parser.add_argument("--first-seed", type=int, default=900_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--oracle-prior", action="store_true", help="the ground truth as the prior masks")
-    parser.add_argument("--grounding", action="store_true", help="the priors of every expression, by words")
-    parser.add_argument("--patch-tokens", action="store_true", help="what BEiT-3's patch tokens carry")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--oracle-prior", action="store_true", help="the ground truth as the prior masks")
+    mode.add_argument("--grounding", action="store_true", help="the priors of every expression, by words")
+    mode.add_argument("--patch-tokens", action="store_true", help="what BEiT-3's patch tokens carry")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
