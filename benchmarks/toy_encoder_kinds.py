@@ -40,21 +40,24 @@ def labelled_frames(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One random frame of each seed's clip: (N, 3, s, s) BEiT-3 inputs, (N, P) kind labels (``IGNORED``
     where no shape owns the patch) and (N, P) bool, True on patches of small shapes."""
-    from mpgsam2.datasets.toy import SHAPES, generate_toy_clip
-    from mpgsam2.datasets.toy.probing import owned_patches
-    from mpgsam2.inference.frames import preprocess
+    from mpgsam2.datasets.toy import generate_toy_clip
+    from mpgsam2.datasets.toy.probing import (
+        ATTRIBUTE_VALUES,
+        encoder_inputs,
+        object_attributes,
+        owned_patches,
+    )
 
-    beit3, preprocessing = model.config.beit3, model.config.preprocess
+    small_index = ATTRIBUTE_VALUES["size"].index("small")
     images, labels, small = [], [], []
     for seed in seeds:
         clip = generate_toy_clip(int(seed))
         frame = int(rng.integers(clip.frames.shape[0]))
-        owned, owner = owned_patches(clip.masks[:, frame : frame + 1], beit3.grid_size)
-        kinds = torch.tensor([SHAPES.index(o.shape) for o in clip.objects])[owner[0]]
-        sizes = torch.tensor([o.size == "small" for o in clip.objects])[owner[0]]
-        labels.append(torch.where(owned[0], kinds, IGNORED))
-        small.append(sizes & owned[0])
-        images.append(preprocess(clip.frames[frame], beit3.image_size, preprocessing.mean, preprocessing.std))
+        owned, owner = owned_patches(clip.masks[:, frame : frame + 1], model.config.beit3.grid_size)
+        attributes = object_attributes(clip.objects)
+        labels.append(torch.where(owned[0], attributes["shape"][owner[0]], IGNORED))
+        small.append((attributes["size"][owner[0]] == small_index) & owned[0])
+        images.append(encoder_inputs(model, clip.frames[frame : frame + 1])[0])
     return torch.stack(images), torch.stack(labels), torch.stack(small)
 
 

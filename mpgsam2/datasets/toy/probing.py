@@ -78,23 +78,35 @@ def patch_tokens(model, tokenizer, seeds: Iterable[int], config: ToyConfig | Non
         ``(tokens, labels)``: (N, D) float32 tokens of the N owned patches, and ``{attribute: (N,) int64}``
         indices into :data:`ATTRIBUTE_VALUES`.
     """
-    beit3, preprocessing = model.config.beit3, model.config.preprocess
-    grid = beit3.grid_size
+    grid = model.config.beit3.grid_size
     ids = tokenizer.encode(NEUTRAL_EXPRESSION).input_ids.to(model.device)
     tokens, labels = [], {name: [] for name in ATTRIBUTE_VALUES}
     for seed in seeds:
         clip = generate_toy_clip(seed, config)
-        images = torch.stack(
-            [preprocess(f, beit3.image_size, preprocessing.mean, preprocessing.std) for f in clip.frames]
-        ).to(model.device, model.dtype)
+        images = encoder_inputs(model, clip.frames).to(model.device, model.dtype)
         encoded = model.multimodal_encoder(images, ids[None].expand(len(images), -1)).visual_tokens
         owned, owner = owned_patches(clip.masks, grid)
         tokens.append(encoded.float().cpu()[owned])
-        for index in owner[owned].tolist():
-            shape = clip.objects[index]
-            for name, values in ATTRIBUTE_VALUES.items():
-                labels[name].append(values.index(getattr(shape, name)))
-    return torch.cat(tokens), {name: torch.tensor(v, dtype=torch.int64) for name, v in labels.items()}
+        for name, values in object_attributes(clip.objects).items():
+            labels[name].append(values[owner[owned]])
+    return torch.cat(tokens), {name: torch.cat(values) for name, values in labels.items()}
+
+
+def encoder_inputs(model, frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> (T, 3, s, s) BEiT-3 inputs on the host, as training prepares them."""
+    beit3, preprocessing = model.config.beit3, model.config.preprocess
+    return torch.stack(
+        [preprocess(f, beit3.image_size, preprocessing.mean, preprocessing.std) for f in frames]
+    )
+
+
+def object_attributes(objects) -> dict[str, torch.Tensor]:
+    """``{attribute: (K,) int64}``: each of a clip's K shapes' value of each attribute, as an index into
+    :data:`ATTRIBUTE_VALUES` (index it with :func:`owned_patches`' owners to label patches)."""
+    return {
+        name: torch.tensor([values.index(getattr(shape, name)) for shape in objects], dtype=torch.int64)
+        for name, values in ATTRIBUTE_VALUES.items()
+    }
 
 
 def fit_read_out(tokens: torch.Tensor, labels: torch.Tensor, num_values: int) -> torch.Tensor:
