@@ -3,8 +3,8 @@
 Writes the weights (stored as float16: 7 MB instead of 14, under the 10 MB that a Hugging Face Space takes
 without LFS; the model loads them into float32, and the held-out figures of ``benchmarks/toy_model.py`` are
 the same), their configuration and tokenizer, the run's configuration and its loss curves
-(``training_log.csv``: the logged means every ``train.log_every`` steps; ``grounding_log.csv``: those of the
-grounding stage, when the run had one). The model card
+(``training_log.csv``: the logged means every ``train.log_every`` steps; ``categories_log.csv`` and
+``grounding_log.csv``: those of the stages before it, when the run had them). The model card
 (``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
 
 Run: python scripts/export_toy_model.py RUN_DIR [--checkpoint checkpoint-N] [--output checkpoints/toy]
@@ -22,6 +22,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mpgsam2.checkpoints import load_model, resolve_source
+from mpgsam2.training.categories import CATEGORIES_LOG
 from mpgsam2.training.grounding import GROUNDING_LOG
 
 logger = logging.getLogger("export_toy_model")
@@ -35,7 +36,7 @@ def write_curve(log: Path, csv_path: Path, last_step: int | None) -> list[dict]:
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if last_step is None or row["step"] <= last_step]
     columns = [c for c in ("step", "epoch", "lr", "s_per_step") if c in rows[0]]
-    columns += sorted(k for k in rows[0] if k.startswith("loss"))
+    columns += sorted(k for k in rows[0] if k.startswith(("loss", "accuracy")))
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -65,11 +66,12 @@ def main() -> None:
     )
     step = int(source.name.rpartition("-")[2])  # checkpoint-N: the curve up to the exported step
     rows = write_curve(args.run / "log.jsonl", args.output / "training_log.csv", step)
-    stale = args.output / "grounding_log.csv"
-    if (args.run / GROUNDING_LOG).is_file():
-        write_curve(args.run / GROUNDING_LOG, stale, None)
-    elif stale.is_file():
-        stale.unlink()  # an earlier export's, from a run with a grounding stage
+    for stage_log in (CATEGORIES_LOG, GROUNDING_LOG):
+        curve = args.output / stage_log.replace(".jsonl", ".csv")
+        if (args.run / stage_log).is_file():
+            write_curve(args.run / stage_log, curve, None)
+        elif curve.is_file():
+            curve.unlink()  # an earlier export's, from a run with that stage
     size = sum(f.stat().st_size for f in args.output.iterdir()) / 2**20
     logger.info("Wrote %s from %s (%d log rows, %.1f MiB)", args.output, source, len(rows), size)
 

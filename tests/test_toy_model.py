@@ -173,6 +173,8 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         "train.max_steps=3",
         "optim.warmup_steps=2",
         "train.log_every=1",
+        "categories.steps=2",
+        "categories.batch_size=2",
         "grounding.steps=2",
         "grounding.batch_size=2",
     ]
@@ -187,9 +189,30 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert [entry["lr"] for entry in log] == pytest.approx([2.5e-4, 5e-4 * 0.75, 5e-4 * 0.25])
     grounding = [json.loads(line) for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in grounding] == [1, 2]
+    categories = [json.loads(line) for line in (tmp_path / "categories_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in categories] == [1, 2]
     assert summary["eval"]["num_expressions"] >= 1
     loaded = load_model(tmp_path / "checkpoint-3", device="cpu")
     assert loaded.config == get_config("toy")
+    # Exported as checkpoints/toy is: half-precision weights, the run's configuration, the three curves.
+    import subprocess
+    import sys
+
+    out = tmp_path / "export"
+    script = ROOT / "scripts" / "export_toy_model.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path), "--output", str(out)], check=True)
+    exported = load_model(out, device="cpu").state_dict()
+    for name, value in loaded.state_dict().items():
+        torch.testing.assert_close(
+            exported[name], value.half().float() if value.is_floating_point() else value
+        )
+    assert load_config(out / "train_config.json") == config
+    curves = {
+        name: (out / f"{name}_log.csv").read_text().splitlines()
+        for name in ("training", "grounding", "categories")
+    }
+    assert curves["categories"][0] == "step,lr,s_per_step,accuracy,loss" and len(curves["categories"]) == 3
+    assert len(curves["grounding"]) == 3 and len(curves["training"]) == 4
 
 
 def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_path):

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from ..datasets import ClipTransform, build_training_set, collate_clips
 from ..devices import parse_dtype
 from ..modeling.model import MPGSAM2
+from .categories import build_categories_set, pretrain_categories
 from .distributed import (
     DistributedContext,
     ResumableSampler,
@@ -92,8 +93,22 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         transform = ClipTransform(model.config, tokenizer)
         dataset = build_training_set(list(config.train_data), transform, schedule.augment, schedule.seed)
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
+        if source is None and config.categories.steps:
+            # A resumed run's weights already hold the stages; a fresh run starts with them.
+            pretrain_categories(
+                model,
+                config.categories,
+                build_categories_set(list(config.train_data), model, schedule.seed),
+                tokenizer,
+                context,
+                output_dir,
+                weight_decay=config.optim.weight_decay,
+                clip_max_norm=config.optim.clip_max_norm,
+                seed=schedule.seed,
+                log_every=schedule.log_every,
+                num_workers=schedule.num_workers,
+            )
         if source is None and config.grounding.steps:
-            # A resumed run's weights already hold the stage; a fresh run starts with it.
             grounding_set = dataset
             if config.grounding.num_frames:
                 grounding_set = build_training_set(

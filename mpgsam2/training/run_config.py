@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..datasets import DatasetSpec
 from ..devices import parse_dtype
+from .categories import CategoriesSpec
 from .grounding import GroundingSpec
 from .losses import LossWeights
 from .optim import LR_DECAYS
@@ -99,16 +100,19 @@ class TrainConfig:
     optim: OptimSpec = field(default_factory=OptimSpec)
     loss: LossWeights = field(default_factory=LossWeights)
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
-    grounding: GroundingSpec = field(default_factory=GroundingSpec)  # a pre-training stage (off by default)
+    # Pre-training stages before the main loop, in this order (off by default).
+    categories: CategoriesSpec = field(default_factory=CategoriesSpec)
+    grounding: GroundingSpec = field(default_factory=GroundingSpec)
     raw: dict = field(default_factory=dict, compare=False)  # the merged configuration, saved with checkpoints
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``, ``grounding``)."""
+        """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``, ``categories``,
+        ``grounding``)."""
         _check_keys(
             "top level",
             data,
-            ["output_dir", "model", "data", "optim", "loss", "train", "grounding", "extends"],
+            ["output_dir", "model", "data", "optim", "loss", "train", "categories", "grounding", "extends"],
         )
         if "output_dir" not in data:
             raise ValueError("The configuration needs an 'output_dir'.")
@@ -117,6 +121,7 @@ class TrainConfig:
             "optim": OptimSpec,
             "loss": LossWeights,
             "train": ScheduleSpec,
+            "categories": CategoriesSpec,
             "grounding": GroundingSpec,
         }
         parsed = {}
@@ -152,6 +157,7 @@ class TrainConfig:
             optim=parsed["optim"],
             loss=parsed["loss"],
             schedule=schedule,
+            categories=parsed["categories"],
             grounding=parsed["grounding"],
             raw=copy.deepcopy({k: v for k, v in data.items() if k != "extends"}),
         )

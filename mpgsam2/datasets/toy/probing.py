@@ -5,7 +5,8 @@ fits, on the tokens of some clips, one linear read-out per attribute (the colour
 size of the shape under each patch) and scores it on the tokens of other clips. An attribute read back well
 above its chance level is in the tokens; one read back at chance is not, whatever the text asks.
 
-A patch is labelled with the attributes of the shape that covers more than half of it (its visible part);
+A patch is labelled with the attributes of the shape that covers more than half of it (its visible part,
+:func:`mpgsam2.datasets.categories.owned_patches`);
 patches of background or shared by several shapes are left out. BEiT-3 reads the frame with a neutral
 expression (``"the shape"``), so the tokens say what the encoder sees before any word selects a shape.
 """
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...inference.frames import preprocess
+from ..categories import owned_patches
 from .generator import generate_toy_clip
 from .scene import ToyConfig
 from .vocabulary import COLOURS, SHAPES, SIZES
@@ -28,8 +30,6 @@ from .vocabulary import COLOURS, SHAPES, SIZES
 NEUTRAL_EXPRESSION = "the shape"
 #: The attributes read back from each patch token, with their values.
 ATTRIBUTE_VALUES = {"colour": tuple(COLOURS), "shape": tuple(SHAPES), "size": tuple(SIZES)}
-#: A patch belongs to a shape when that shape covers more than this share of it.
-OWNED_SHARE = 0.5
 #: The ridge penalty of each read-out, per fitted patch (on standardised tokens): enough to keep a read-out
 #: from memorising the few shapes of the fitted clips, small against the signal of an attribute the tokens hold.
 RIDGE = 0.01
@@ -50,22 +50,6 @@ class PatchProbe:
             name: {key: round(v, 4) for key, v in value.items()} if isinstance(value, dict) else value
             for name, value in asdict(self).items()
         }
-
-
-def owned_patches(masks: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which shape owns each patch of a ``grid`` x ``grid`` split of each frame.
-
-    Args:
-        masks: (K, T, H, W) bool visible masks of a clip's K shapes.
-    Returns:
-        ``(owned, owner)``: (T, P) bool, True where one shape covers more than :data:`OWNED_SHARE` of the
-        patch, and (T, P) int64 the index of the shape covering most of it (P = grid * grid, row-major).
-    """
-    shapes, frames = masks.shape[:2]
-    covered = torch.from_numpy(masks.astype(np.float32)).flatten(0, 1)[:, None]
-    shares = F.interpolate(covered, size=(grid, grid), mode="area").view(shapes, frames, grid * grid)
-    best, owner = shares.max(0)
-    return best > OWNED_SHARE, owner
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
     <root>/<split>/JPEGImages/<video>/<frame>.jpg
     <root>/<split>/Annotations/<video>/<frame>.png        palette PNG, pixel value = object id (0 = none)
+    <root>/<split>/meta.json                              each object's category (its kind of shape)
     <root>/meta_expressions/<split>/meta_expressions.json
 
 Video ``toy<seed>`` holds the clip of that seed. The meta file is written last, so a split that has one is
@@ -20,6 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from ...export import DAVIS_PALETTE
+from ..categories import object_meta_path
 from .generator import generate_toy_clip
 from .scene import ToyConfig
 
@@ -75,6 +77,28 @@ def with_new_defaults(record: dict | None) -> dict | None:
     return {**record, "config": config_record(config)}
 
 
+def object_entry(clip, frame_names: list[str]) -> dict:
+    """A clip's entry of the split's ``meta.json``: each shape's kind as its category, and the frames where
+    some of it is visible (as YouTube-VOS lists them)."""
+    visible = clip.masks.any(axis=(2, 3))  # (K, T)
+    return {
+        "objects": {
+            str(shape.object_id): {
+                "category": shape.shape,
+                "frames": [name for name, seen in zip(frame_names, visible[k]) if seen],
+            }
+            for k, shape in enumerate(clip.objects)
+        }
+    }
+
+
+def write_object_meta(root: str | Path, split: str, objects: dict[str, dict]) -> Path:
+    path = object_meta_path(root, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"videos": objects}))
+    return path
+
+
 def write_toy_dataset(
     root: str | Path,
     split: str = "train",
@@ -93,6 +117,7 @@ def write_toy_dataset(
     names = [f"{t:05d}" for t in range(config.num_frames)]
     palette = DAVIS_PALETTE.ravel().tolist()
     videos: dict[str, dict] = {}
+    objects: dict[str, dict] = {}
     for count, clip_seed in enumerate(range(seed, seed + num_videos), start=1):
         clip = generate_toy_clip(clip_seed, config)
         video = video_name(clip_seed)
@@ -113,8 +138,10 @@ def write_toy_dataset(
                 for i, e in enumerate(clip.expressions)
             },
         }
+        objects[video] = object_entry(clip, names)
         if count % LOG_EVERY == 0:
             logger.info("Toy %s: %d of %d videos written", split, count, num_videos)
+    write_object_meta(root, split, objects)
     meta = toy_meta_path(root, split)
     meta.parent.mkdir(parents=True, exist_ok=True)
     record = generator_record(num_videos, seed, config, jpeg_quality)
@@ -152,3 +179,10 @@ def prepare_toy_split(root: str | Path, split: str, options: dict) -> None:
             f"{meta} was not written by the toy generator with these options ({written} on disk, {wanted} "
             "asked); delete the split or choose another root."
         )
+    if not object_meta_path(root, split).is_file():
+        # Written before the generator wrote categories: they come from the same seeds, without the images.
+        first, count = wanted["seed"], wanted["num_videos"]
+        names = [f"{t:05d}" for t in range(config.num_frames)]
+        clips = (generate_toy_clip(s, config) for s in range(first, first + count))
+        write_object_meta(root, split, {video_name(c.seed): object_entry(c, names) for c in clips})
+        logger.info("Wrote the object categories of %s", object_meta_path(root, split))

@@ -1,0 +1,137 @@
+"""Single frames of a video split with the category of the object under each image patch.
+
+Ref-YouTube-VOS's ``<split>/meta.json`` (from YouTube-VOS) names the category of every object of every video::
+
+    {"videos": {"<video>": {"objects": {"<obj_id>": {"category": "person", "frames": ["00000", ...]}}}}}
+
+and its palette PNGs hold each object's mask under its ``obj_id``. :class:`PatchCategories` reads both: one frame
+of each video, with a label per patch of BEiT-3's grid, for the categories stage
+(:mod:`mpgsam2.training.categories`), which teaches the image encoder what things are before it learns which of
+them words point at.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ..inference.frames import preprocess
+from .layouts import BenchmarkSplit
+
+#: The per-object meta file of a split, beside its JPEGImages folder.
+OBJECT_META = "meta.json"
+#: A patch belongs to an object when that object covers more than this share of it.
+OWNED_SHARE = 0.5
+#: The label of a patch that no object owns (background, or shared by several): cross-entropy skips it.
+IGNORED = -100
+
+
+def object_meta_path(root: str | Path, split: str) -> Path:
+    """Where a split's per-object meta file lies (``<root>/<split>/meta.json``)."""
+    return Path(root) / split / OBJECT_META
+
+
+def read_object_categories(root: str | Path, split: str) -> dict[str, dict[int, str]]:
+    """``{video: {obj_id: category}}`` from the split's meta file (empty when it has none)."""
+    path = object_meta_path(root, split)
+    if not path.is_file():
+        return {}
+    videos = json.loads(path.read_text()).get("videos", {})
+    return {
+        video: {int(obj_id): entry["category"] for obj_id, entry in (meta.get("objects") or {}).items()}
+        for video, meta in videos.items()
+    }
+
+
+def owned_patches(masks: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which object owns each patch of a ``grid`` x ``grid`` split of each frame.
+
+    Args:
+        masks: (K, T, H, W) bool masks of K objects.
+    Returns:
+        ``(owned, owner)``: (T, P) bool, True where one object covers more than :data:`OWNED_SHARE` of the
+        patch, and (T, P) int64 the index of the object covering most of it (P = grid * grid, row-major).
+    """
+    objects, frames = masks.shape[:2]
+    covered = torch.from_numpy(masks.astype(np.float32)).flatten(0, 1)[:, None]
+    shares = F.interpolate(covered, size=(grid, grid), mode="area").view(objects, frames, grid * grid)
+    best, owner = shares.max(0)
+    return best > OWNED_SHARE, owner
+
+
+class PatchCategories(Dataset):
+    """One frame of each video of a split (another at each epoch), with the category of each patch.
+
+    Args:
+        root, split: a Ref-YouTube-VOS-layout folder whose split has palette PNGs and a ``meta.json``.
+        image_size, mean, std: BEiT-3's input size and normalisation (the model's configuration).
+        grid: BEiT-3's patches per side (``image_size // patch_size``).
+        categories: the label order; default: the split's categories, sorted. Objects of other categories
+            are left out of the labels.
+    Items:
+        ``(image, labels)``: (3, image_size, image_size) float32, and (grid * grid,) int64 category indices,
+        :data:`IGNORED` where no object owns the patch.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        image_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        grid: int,
+        seed: int = 0,
+        max_videos: int | None = None,
+        categories: tuple[str, ...] | None = None,
+    ):
+        self.benchmark = BenchmarkSplit(root, split, max_videos, require_ground_truth=True)
+        if self.benchmark.annotation_root is None:
+            raise FileNotFoundError(f"The categories stage needs palette PNGs (Annotations/) under {root}.")
+        objects = read_object_categories(root, split)
+        self.objects = {v: objects[v] for v in self.benchmark.meta if objects.get(v)}
+        if not self.objects:
+            raise FileNotFoundError(
+                f"No object categories for split {split!r} under {root}: expected {object_meta_path(root, split)}"
+                ' with {"videos": {video: {"objects": {obj_id: {"category": ...}}}}}.'
+            )
+        self.videos = sorted(self.objects)
+        self.categories = categories or tuple(sorted({c for o in self.objects.values() for c in o.values()}))
+        self.image_size, self.mean, self.std, self.grid = image_size, mean, std, grid
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other frames: each (seed, epoch, video) picks its own."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        video = self.videos[index]
+        names = self.benchmark.frames[video]
+        frame = int(np.random.default_rng((self.seed, self.epoch, index)).integers(len(names)))
+        image = preprocess(
+            self.benchmark.load_frames(video, [frame])[0], self.image_size, self.mean, self.std
+        )
+        return image, self.patch_labels(video, names[frame])
+
+    def patch_labels(self, video: str, frame_name: str) -> torch.Tensor:
+        """(grid * grid,) int64: the category index of the object owning each patch of one frame."""
+        labels = torch.full((self.grid * self.grid,), IGNORED, dtype=torch.int64)
+        path = self.benchmark.annotation_root / video / f"{frame_name}.png"
+        known = [(i, c) for i, c in self.objects[video].items() if c in self.categories]
+        if not path.is_file() or not known:
+            return labels  # an unannotated frame teaches nothing
+        with Image.open(path) as png:
+            ids = np.asarray(png.convert("P") if png.mode not in ("P", "L") else png)
+        masks = np.stack([ids == obj_id for obj_id, _ in known])[:, None]
+        owned, owner = owned_patches(masks, self.grid)
+        index = torch.tensor([self.categories.index(c) for _, c in known])
+        return torch.where(owned[0], index[owner[0]], labels)

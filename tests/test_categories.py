@@ -1,0 +1,153 @@
+"""The categories stage: patch labels read from a Ref-YouTube-VOS split's meta.json and palette PNGs, and
+BEiT-3 learning from them what the grounding alone does not teach it (the kind of a shape)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mpgsam2 import build_model, load_tokenizer
+from mpgsam2.datasets import DatasetSpec
+from mpgsam2.datasets.categories import (
+    IGNORED,
+    PatchCategories,
+    object_meta_path,
+    owned_patches,
+    read_object_categories,
+)
+from mpgsam2.datasets.toy import SHAPES, ToyConfig, generate_toy_clip, video_name, write_toy_dataset
+from mpgsam2.datasets.toy.probing import NEUTRAL_EXPRESSION
+from mpgsam2.datasets.toy.writer import prepare_toy_split
+from mpgsam2.inference.frames import preprocess
+from mpgsam2.tokenizer import TOY_TOKENIZER
+from mpgsam2.training import (
+    CategoriesSpec,
+    DistributedContext,
+    build_categories_set,
+    load_config,
+    pretrain_categories,
+)
+from mpgsam2.training.categories import CATEGORIES_LOG
+
+FIRST_SEED = 300
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("categories") / "toy", "train", 48, FIRST_SEED)
+
+
+def frames_of(root, model, **options) -> PatchCategories:
+    beit3, preprocessing = model.config.beit3, model.config.preprocess
+    return PatchCategories(
+        root,
+        "train",
+        beit3.image_size,
+        preprocessing.mean,
+        preprocessing.std,
+        beit3.grid_size,
+        **options,
+    )
+
+
+def dataset_image(dataset: PatchCategories, video: str, frame: int) -> torch.Tensor:
+    """Frame ``frame`` of a video as BEiT-3's input, read from its JPEG."""
+    return preprocess(
+        dataset.benchmark.load_frames(video, [frame])[0], dataset.image_size, dataset.mean, dataset.std
+    )
+
+
+def test_the_toy_writer_names_each_shapes_kind_and_frames_as_youtube_vos_does(toy_root):
+    categories = read_object_categories(toy_root, "train")
+    meta = json.loads(object_meta_path(toy_root, "train").read_text())["videos"]
+    for seed in (FIRST_SEED, FIRST_SEED + 7):
+        clip = generate_toy_clip(seed)
+        video = video_name(seed)
+        assert categories[video] == {shape.object_id: shape.shape for shape in clip.objects}
+        for k, shape in enumerate(clip.objects):
+            shown = [int(name) for name in meta[video]["objects"][str(shape.object_id)]["frames"]]
+            assert shown == np.flatnonzero(clip.masks[k].any(axis=(1, 2))).tolist()
+    assert read_object_categories(toy_root, "valid") == {}
+
+
+def test_a_split_written_before_categories_gets_them_from_its_seeds(tmp_path):
+    options = {"num_videos": 3, "seed": 40, "num_frames": 6}
+    prepare_toy_split(tmp_path, "train", options)
+    path = object_meta_path(tmp_path, "train")
+    written = path.read_text()
+    path.unlink()
+    prepare_toy_split(tmp_path, "train", options)
+    assert path.read_text() == written
+
+
+def test_each_patch_is_labelled_with_the_kind_of_the_shape_that_owns_it(toy_root):
+    model = build_model("toy", seed=0)
+    dataset = frames_of(toy_root, model, seed=3)
+    assert dataset.categories == tuple(sorted(SHAPES)) and len(dataset) == 48
+    grid = model.config.beit3.grid_size
+    owned_somewhere = 0
+    for index in (0, 5, 11):
+        image, labels = dataset[index]
+        assert image.shape == (3, model.config.beit3.image_size, model.config.beit3.image_size)
+        clip = generate_toy_clip(FIRST_SEED + index)
+        video = video_name(FIRST_SEED + index)
+        shown = [dataset_image(dataset, video, t) for t in range(clip.frames.shape[0])]
+        frame = next(t for t, candidate in enumerate(shown) if torch.equal(candidate, image))
+        owned, owner = owned_patches(clip.masks[:, frame : frame + 1], grid)
+        kinds = torch.tensor([dataset.categories.index(shape.shape) for shape in clip.objects])
+        assert torch.equal(labels, torch.where(owned[0], kinds[owner[0]], IGNORED))
+        owned_somewhere += int(owned.sum())
+    assert owned_somewhere > 0
+    # Another epoch draws other frames; the same epoch the same ones.
+    first = [dataset[i][1] for i in range(8)]
+    assert all(torch.equal(a, dataset[i][1]) for i, a in enumerate(first))
+    dataset.set_epoch(1)
+    assert not all(torch.equal(a, dataset[i][1]) for i, a in enumerate(first))
+
+
+def test_a_split_without_categories_is_refused_with_what_to_change(tmp_path):
+    root = write_toy_dataset(tmp_path / "toy", "train", 2, 0, ToyConfig(num_frames=6))
+    object_meta_path(root, "train").unlink()
+    model = build_model("toy", seed=0)
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        frames_of(root, model)
+    with pytest.raises(ValueError, match="Set categories.steps to 0"):
+        build_categories_set([DatasetSpec(format="ytvos", root=str(root))], model)
+    with pytest.raises(ValueError, match="categories.steps"):
+        CategoriesSpec(steps=-1)
+
+
+def test_the_stage_trains_beit3_alone_on_the_kinds_and_drops_its_head(toy_root, tmp_path):
+    """The stage fits the kinds of its frames (accuracy on each step's frames before it trains on them, from
+    about chance to well above), changes BEiT-3's weights and nothing else, and leaves no head in the model.
+    Whether what it learns carries over to unseen clips is measured by benchmarks/toy_encoder_kinds.py."""
+    torch.manual_seed(0)
+    model = build_model("toy", seed=0)
+    tokenizer = load_tokenizer(TOY_TOKENIZER)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    dataset = build_categories_set([DatasetSpec(format="ytvos", root=str(toy_root), max_items=40)], model)
+    spec = CategoriesSpec(steps=40, batch_size=16, warmup_steps=5, expression=NEUTRAL_EXPRESSION)
+    losses = pretrain_categories(
+        model, spec, dataset, tokenizer, DistributedContext(), tmp_path, log_every=20
+    )
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    log = [json.loads(line) for line in (tmp_path / CATEGORIES_LOG).read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 20, 40]
+    assert log[0]["accuracy"] < 0.4 and log[-1]["accuracy"] > log[0]["accuracy"] + 0.2, log
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, weights[k])}
+    assert changed and all(k.startswith("multimodal_encoder.") for k in changed), sorted(changed)[:5]
+    assert set(model.state_dict()) == set(weights)
+
+
+def test_a_configuration_reads_the_categories_section():
+    from pathlib import Path
+
+    toy = Path(__file__).resolve().parents[1] / "configs" / "toy.json"
+    config = load_config(toy, ["categories.steps=5", "categories.expression=the shape"])
+    assert config.categories == CategoriesSpec(steps=5, expression=NEUTRAL_EXPRESSION)
+    with pytest.raises(ValueError, match="Unknown option"):
+        load_config(toy, ["categories.frames=2"])
