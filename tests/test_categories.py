@@ -11,7 +11,7 @@ import torch
 
 from mpgsam2 import build_model, load_tokenizer
 from mpgsam2.datasets import DatasetSpec
-from mpgsam2.datasets.categories import (
+from mpgsam2.datasets.object_categories import (
     IGNORED,
     PatchCategories,
     object_meta_path,

@@ -6,7 +6,7 @@
 * :mod:`.sampling` - the official anchor / local / global frame sampling; :mod:`.augment` - flips (swapping
   "left" and "right" in the expression) and colour distortion; :mod:`.transforms` - the model's inputs
   (:class:`TrainingClip`);
-* :mod:`.categories` - single frames with the category of the object under each patch (from
+* :mod:`.object_categories` - single frames with the category of the object under each patch (from
   Ref-YouTube-VOS's ``meta.json``), for the categories pre-training stage;
 * :mod:`.registry` - datasets by name from a training configuration (:class:`DatasetSpec`);
 * :mod:`.synthetic` - tiny datasets in these layouts for tests and smoke runs;

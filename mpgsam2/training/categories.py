@@ -4,7 +4,7 @@ Words can only point at what the image encoder tells apart. Trained from scratch
 tokens come to carry the colour and size of a shape but not its kind (square, circle...): the grounding loss
 alone does not teach it, even with a kind loss added to it (docs/TRAINING.md). This stage does what BEiT-3's
 own pre-training does for the released weights, in the small: a linear head on each patch token learns the
-category of the object that owns the patch (:class:`mpgsam2.datasets.categories.PatchCategories`), the encoder
+category of the object that owns the patch (:class:`mpgsam2.datasets.object_categories.PatchCategories`), the encoder
 under it learns to see them, and the head is dropped at the end. The official recipe needs no such stage (it
 starts from pre-trained BEiT-3); it is off by default (``categories.steps = 0``).
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..datasets.categories import IGNORED, PatchCategories, object_meta_path
+from ..datasets.object_categories import IGNORED, PatchCategories, object_meta_path
 from ..datasets.registry import DatasetSpec, TrainingSet, prepare_generated
 from ..modeling.model import MPGSAM2
 from ..tokenizer import ExpressionTokenizer

@@ -6,7 +6,7 @@ size of the shape under each patch) and scores it on the tokens of other clips. 
 above its chance level is in the tokens; one read back at chance is not, whatever the text asks.
 
 A patch is labelled with the attributes of the shape that covers more than half of it (its visible part,
-:func:`mpgsam2.datasets.categories.owned_patches`);
+:func:`mpgsam2.datasets.object_categories.owned_patches`);
 patches of background or shared by several shapes are left out. BEiT-3 reads the frame with a neutral
 expression (``"the shape"``), so the tokens say what the encoder sees before any word selects a shape.
 """
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ...inference.frames import preprocess
-from ..categories import owned_patches
+from ..object_categories import owned_patches
 from .generator import generate_toy_clip
 from .scene import ToyConfig
 from .vocabulary import COLOURS, SHAPES, SIZES

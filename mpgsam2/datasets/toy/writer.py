@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from ...export import DAVIS_PALETTE
-from ..categories import object_meta_path
+from ..object_categories import object_meta_path
 from .generator import generate_toy_clip
 from .scene import ToyConfig
 
