@@ -11,13 +11,10 @@ starts from pre-trained BEiT-3); it is off by default (``categories.steps = 0``)
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,8 +24,9 @@ from ..datasets.object_categories import IGNORED, PatchCategories, object_meta_p
 from ..datasets.registry import DatasetSpec, TrainingSet, prepare_generated
 from ..modeling.model import MPGSAM2
 from ..tokenizer import ExpressionTokenizer
-from .distributed import DistributedContext, ResumableSampler, mean_over_processes, wrap_distributed
+from .distributed import DistributedContext, ResumableSampler, wrap_distributed
 from .optim import learning_rate_factor, set_learning_rates
+from .stage_log import StageLog
 
 logger = logging.getLogger(__name__)
 
@@ -165,8 +163,8 @@ def pretrain_categories(
         list(categories),
     )
     losses: list[float] = []
-    window: list[dict[str, float]] = []
-    step, epoch, tick = 0, 0, time.time()
+    log = StageLog("categories", output_dir / CATEGORIES_LOG, spec.steps, log_every, context)
+    step, epoch = 0, 0
     while step < spec.steps:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -182,29 +180,8 @@ def pretrain_categories(
             optimizer.step()
             step += 1
             losses.append(float(terms["loss"].detach()))
-            window.append({"loss": losses[-1], "accuracy": float(terms["accuracy"])})
-            if step % log_every == 0 or step == 1 or step == spec.steps:
-                means = {name: float(np.mean([entry[name] for entry in window])) for name in window[0]}
-                means = mean_over_processes(means, context)
-                seconds = (time.time() - tick) / len(window)
-                if context.is_main:
-                    logger.info(
-                        "categories step %d/%d: loss %.4f, accuracy %.3f, %.2f s/step",
-                        step,
-                        spec.steps,
-                        means["loss"],
-                        means["accuracy"],
-                        seconds,
-                    )
-                    record = {
-                        "step": step,
-                        **means,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "s_per_step": seconds,
-                    }
-                    with (output_dir / CATEGORIES_LOG).open("a") as log:
-                        log.write(json.dumps(record) + "\n")
-                window, tick = [], time.time()
+            terms = {"loss": losses[-1], "accuracy": float(terms["accuracy"])}
+            log.add(step, terms, optimizer.param_groups[0]["lr"])
             if step >= spec.steps:
                 break
         epoch += 1

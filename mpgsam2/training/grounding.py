@@ -10,14 +10,11 @@ recipe needs no such stage (it starts from pre-trained BEiT-3 and EVF-SAM weight
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,12 +25,12 @@ from ..modeling.model import MPGSAM2
 from .distributed import (
     DistributedContext,
     ResumableSampler,
-    mean_over_processes,
     wrap_distributed,
 )
 from .forward import forward_backward
 from .losses import prior_cell_choice_loss, prior_loss
 from .optim import learning_rate_factor, set_learning_rates
+from .stage_log import StageLog
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +152,8 @@ def pretrain_grounding(
         sum(p.numel() for p in parameters) / 1e6,
     )
     losses: list[float] = []
-    window: list[dict[str, float]] = []  # the logged terms of each step (every loss but the total)
-    step, epoch, tick = 0, 0, time.time()
+    log = StageLog("grounding", output_dir / GROUNDING_LOG, spec.steps, log_every, context)
+    step, epoch = 0, 0
     while step < spec.steps:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -170,28 +167,9 @@ def pretrain_grounding(
             optimizer.step()
             step += 1
             losses.append(loss)
-            window.append({name: float(value) for name, value in terms.items() if name != "loss"})
-            if step % log_every == 0 or step == 1 or step == spec.steps:
-                means = {name: float(np.mean([entry[name] for entry in window])) for name in window[0]}
-                means = mean_over_processes(means, context)
-                seconds = (time.time() - tick) / len(window)
-                if context.is_main:
-                    logger.info(
-                        "grounding step %d/%d: %s, %.2f s/step",
-                        step,
-                        spec.steps,
-                        ", ".join(f"{name} {value:.4f}" for name, value in means.items()),
-                        seconds,
-                    )
-                    record = {
-                        "step": step,
-                        **means,
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "s_per_step": seconds,
-                    }
-                    with (output_dir / GROUNDING_LOG).open("a") as log:
-                        log.write(json.dumps(record) + "\n")
-                window, tick = [], time.time()
+            # Every loss but the total, which is their weighted sum.
+            terms = {name: float(value) for name, value in terms.items() if name != "loss"}
+            log.add(step, terms, optimizer.param_groups[0]["lr"])
             if step >= spec.steps:
                 break
         epoch += 1

@@ -93,6 +93,14 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         transform = ClipTransform(model.config, tokenizer)
         dataset = build_training_set(list(config.train_data), transform, schedule.augment, schedule.seed)
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)
+        # The pre-training stages' settings shared with the main loop.
+        stage_options = {
+            "weight_decay": config.optim.weight_decay,
+            "clip_max_norm": config.optim.clip_max_norm,
+            "seed": schedule.seed,
+            "log_every": schedule.log_every,
+            "num_workers": schedule.num_workers,
+        }
         if source is None and config.categories.steps:
             # A resumed run's weights already hold the stages; a fresh run starts with them.
             pretrain_categories(
@@ -102,11 +110,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 tokenizer,
                 context,
                 output_dir,
-                weight_decay=config.optim.weight_decay,
-                clip_max_norm=config.optim.clip_max_norm,
-                seed=schedule.seed,
-                log_every=schedule.log_every,
-                num_workers=schedule.num_workers,
+                **stage_options,
             )
         if source is None and config.grounding.steps:
             grounding_set = dataset
@@ -123,11 +127,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 grounding_set,
                 context,
                 output_dir,
-                weight_decay=config.optim.weight_decay,
-                clip_max_norm=config.optim.clip_max_norm,
-                seed=schedule.seed,
-                log_every=schedule.log_every,
-                num_workers=schedule.num_workers,
+                **stage_options,
             )
         optimizer = build_optimizer(
             model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay, config.optim.lr_encoder

@@ -1,0 +1,46 @@
+"""The curve of a pre-training stage: means of its logged terms over windows of steps, in the run's folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .distributed import DistributedContext, mean_over_processes
+
+logger = logging.getLogger(__name__)
+
+
+class StageLog:
+    """Collects each step's terms; at step 1, every ``every`` steps and the last, logs their means over the
+    processes and (main process) appends ``{"step", terms..., "lr", "s_per_step"}`` to ``path``."""
+
+    def __init__(self, stage: str, path: Path, steps: int, every: int, context: DistributedContext):
+        self.stage, self.path, self.steps, self.every, self.context = stage, path, steps, every, context
+        self.window: list[dict[str, float]] = []
+        self.tick = time.time()
+
+    def add(self, step: int, terms: dict[str, float], lr: float) -> None:
+        """Record the terms of ``step`` (1-based), with the learning rate it trained at."""
+        self.window.append(terms)
+        if step % self.every and step != 1 and step != self.steps:
+            return
+        means = {name: float(np.mean([entry[name] for entry in self.window])) for name in self.window[0]}
+        means = mean_over_processes(means, self.context)
+        seconds = (time.time() - self.tick) / len(self.window)
+        if self.context.is_main:
+            logger.info(
+                "%s step %d/%d: %s, %.2f s/step",
+                self.stage,
+                step,
+                self.steps,
+                ", ".join(f"{name} {value:.4f}" for name, value in means.items()),
+                seconds,
+            )
+            record = {"step": step, **means, "lr": lr, "s_per_step": seconds}
+            with self.path.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+        self.window, self.tick = [], time.time()
