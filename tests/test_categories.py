@@ -4,6 +4,8 @@ BEiT-3 learning from them what the grounding alone does not teach it (the kind o
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,12 +29,14 @@ from mpgsam2.training import (
     CategoriesSpec,
     DistributedContext,
     build_categories_set,
+    categories_batches,
     load_config,
     pretrain_categories,
 )
 from mpgsam2.training.categories import CATEGORIES_LOG
 
 FIRST_SEED = 300
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +148,96 @@ def test_the_stage_trains_beit3_alone_on_the_kinds_and_drops_its_head(toy_root, 
 
 
 def test_a_configuration_reads_the_categories_section():
-    from pathlib import Path
-
-    toy = Path(__file__).resolve().parents[1] / "configs" / "toy.json"
+    toy = ROOT / "configs" / "toy.json"
     config = load_config(toy, ["categories.steps=5", "categories.expression=the shape"])
     assert config.categories == CategoriesSpec(steps=5, expression=NEUTRAL_EXPRESSION)
     with pytest.raises(ValueError, match="Unknown option"):
         load_config(toy, ["categories.frames=2"])
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_kept_batches_started_part_way_are_the_batches_an_uninterrupted_stream_draws(toy_root, world_size):
+    """A resumed run draws the categories frames that it would have drawn without stopping, from any batch
+    of any epoch (the first epoch, part-way into a later one), for every process."""
+    model = build_model("toy", seed=0)
+    dataset = build_categories_set([DatasetSpec(format="ytvos", root=str(toy_root), max_items=14)], model)
+    for rank in range(world_size):
+        context = DistributedContext(rank=rank, world_size=world_size)
+        stream = categories_batches(dataset, 3, context, seed=5)
+        straight = [next(stream)[1] for _ in range(9)]
+        per_epoch = math.ceil(math.ceil(14 / world_size) / 3)
+        assert per_epoch < 9  # the stream crosses into later epochs
+        for start in (1, per_epoch, per_epoch + 1, 8):
+            resumed = next(categories_batches(dataset, 3, context, seed=5, start=start))[1]
+            assert torch.equal(resumed, straight[start]), (rank, start)
+        # Later epochs draw other frames of the videos.
+        assert not all(torch.equal(a, b) for a, b in zip(straight, straight[per_epoch:]))
+
+
+def kept_run_overrides(output_dir, *extra: str) -> list[str]:
+    return [
+        f"output_dir={output_dir}",
+        "data.train.0.toy.num_videos=3",
+        "data.train.0.num_frames=3",
+        "data.eval=null",
+        "train.max_steps=3",
+        "optim.warmup_steps=2",
+        "train.log_every=1",
+        "train.save_every_steps=2",
+        "categories.steps=2",
+        "categories.batch_size=2",
+        "categories.kept_batch_size=2",
+        "grounding.steps=3",
+        "grounding.batch_size=2",
+        "grounding.categories=1",
+        *extra,
+    ]
+
+
+def read_log(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_run_keeps_the_categories_head_training_beside_the_later_stages_and_resumes_exactly(tmp_path):
+    """With grounding.categories and loss.categories, the stage's head goes on learning through the grounding
+    stage and the main loop (both log its loss), travels in the checkpoints but not in the model, and a
+    resumed run continues with the same head, optimiser and frames as an uninterrupted one."""
+    from mpgsam2 import load_model
+    from mpgsam2.training import train
+    from mpgsam2.training.resume import STATE_FILE
+
+    toy = ROOT / "configs" / "toy.json"
+    straight = train(load_config(toy, kept_run_overrides(tmp_path / "a", "loss.categories=1")))
+    grounding = read_log(tmp_path / "a" / "grounding_log.jsonl")
+    assert [r["step"] for r in grounding] == [1, 2, 3]
+    assert all(r["loss_categories"] > 0 and 0 <= r["categories_accuracy"] <= 1 for r in grounding)
+    main = read_log(tmp_path / "a" / "log.jsonl")
+    assert len(main) == 3 and all(r["loss_categories"] > 0 for r in main)
+
+    heads = [
+        torch.load(tmp_path / "a" / f"checkpoint-{step}" / STATE_FILE, weights_only=True)["categories_head"]
+        for step in (2, 3)
+    ]
+    assert not torch.equal(heads[0]["weight"], heads[1]["weight"])  # trained in the main loop too
+    assert set(load_model(tmp_path / "a" / "checkpoint-3", device="cpu").state_dict()) == set(
+        build_model("toy").state_dict()
+    )
+
+    resumed = train(
+        load_config(toy, kept_run_overrides(tmp_path / "b", "loss.categories=1")),
+        resume=str(tmp_path / "a" / "checkpoint-2"),
+    )
+    assert len(resumed["history"]) == 1
+    for name, value in straight["history"][2].items():
+        assert resumed["history"][0][name] == pytest.approx(value, rel=1e-5), name
+
+    # A checkpoint without a head cannot resume a run that keeps one; the kept losses need the stage.
+    train(load_config(toy, kept_run_overrides(tmp_path / "c", "train.max_steps=2")))
+    with pytest.raises(ValueError, match="no categories head"):
+        train(
+            load_config(toy, kept_run_overrides(tmp_path / "d", "loss.categories=1")),
+            resume=str(tmp_path / "c" / "checkpoint-2"),
+        )
+    for option in ("grounding.categories=1", "loss.categories=1"):
+        with pytest.raises(ValueError, match="need categories.steps above 0"):
+            load_config(toy, [option, "categories.steps=0"])

@@ -17,7 +17,8 @@
 * :func:`build_optimizer` - AdamW, weight decay 5e-4, the two official learning-rate groups;
   :func:`learning_rate_factor` - the (not official) warm-up and cosine decay of from-scratch training.
 * :func:`pretrain_categories` - a first stage before the main loop (not official, for training from scratch):
-  BEiT-3 alone learns the category of the object under each patch (:class:`CategoriesSpec`).
+  BEiT-3 alone learns the category of the object under each patch (:class:`CategoriesSpec`); its head may be
+  kept training beside the later stages (:class:`KeptCategories`).
 * :func:`pretrain_grounding` - a stage before the main loop (not official, for training from scratch): BEiT-3
   and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`).
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
@@ -28,7 +29,15 @@ Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NC
 
 from __future__ import annotations
 
-from .categories import CategoriesForward, CategoriesSpec, build_categories_set, pretrain_categories
+from .categories import (
+    CategoriesForward,
+    CategoriesSpec,
+    KeptCategories,
+    KeptHead,
+    build_categories_set,
+    categories_batches,
+    pretrain_categories,
+)
 from .cli import add_train_parser, main
 from .distributed import DistributedContext, init_distributed, wrap_distributed
 from .evaluate import evaluate_model
@@ -60,7 +69,10 @@ from .run_config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_o
 __all__ = [
     "CategoriesForward",
     "CategoriesSpec",
+    "KeptCategories",
+    "KeptHead",
     "build_categories_set",
+    "categories_batches",
     "FAST_LR_PREFIXES",
     "ClipOutput",
     "DistributedContext",

@@ -7,12 +7,17 @@ own pre-training does for the released weights, in the small: a linear head on e
 category of the object that owns the patch (:class:`mpgsam2.datasets.object_categories.PatchCategories`), the encoder
 under it learns to see them, and the head is dropped at the end. The official recipe needs no such stage (it
 starts from pre-trained BEiT-3); it is off by default (``categories.steps = 0``).
+
+Taught first and then dropped, the kinds are worn away by the grounding stage that follows (docs/TRAINING.md).
+With ``grounding.categories`` or ``loss.categories`` above 0, the head is kept instead: :class:`KeptCategories`
+adds its loss on another batch of frames to every step of that stage.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -48,10 +53,16 @@ class CategoriesSpec:
     # The text BEiT-3 reads beside every frame. One fixed text, so that what the tokens learn is what the
     # image shows, whatever an expression will later ask of it.
     expression: str = "the object"
+    # Frames per process and step of the categories loss kept on in a later stage (``grounding.categories``,
+    # ``loss.categories``).
+    kept_batch_size: int = 8
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.warmup_steps) < 0 or self.batch_size < 1:
-            raise ValueError("categories.steps and warmup_steps must be at least 0, batch_size at least 1.")
+        if min(self.steps, self.warmup_steps) < 0 or min(self.batch_size, self.kept_batch_size) < 1:
+            raise ValueError(
+                "categories.steps and warmup_steps must be at least 0, batch_size and kept_batch_size at "
+                "least 1."
+            )
 
 
 class CategoriesForward(nn.Module):
@@ -112,6 +123,108 @@ def build_categories_set(specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0
     return TrainingSet([frames(spec, categories) for spec in usable])
 
 
+def categories_batches(
+    dataset: TrainingSet,
+    batch_size: int,
+    context: DistributedContext,
+    seed: int = 0,
+    num_workers: int = 0,
+    start: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless ``(images, labels)`` batches of this process's share of ``dataset``, one epoch after another
+    (each with other frames of the videos): (B, 3, s, s) float32 and (B, P) int64, on the CPU.
+
+    ``start``: batches already drawn (by every process alike), skipped without reading them, so that a
+    resumed run goes on with the batches an uninterrupted one would have drawn.
+    """
+    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    per_epoch = len(loader)  # the epoch's batches of one process
+    epoch, skipped = divmod(start, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        # An epoch's order is dealt to the processes in blocks of batch_size x processes samples.
+        sampler.consumed = skipped * batch_size * context.world_size
+        yield from loader
+        epoch, skipped = epoch + 1, 0
+
+
+@dataclass
+class KeptHead:
+    """The categories stage's head, kept to go on training beside a later stage (:class:`KeptCategories`),
+    with the frames it trains on: another batch of ``dataset`` (from :func:`categories_batches`) at each
+    step, read beside the stage's text ``input_ids`` ((L,) on the model's device)."""
+
+    forward: CategoriesForward  # on the model's device
+    dataset: TrainingSet
+    input_ids: torch.Tensor
+    batch_size: int
+    context: DistributedContext
+    seed: int = 0
+    num_workers: int = 0
+    drawn: int = 0  # batches drawn so far, over all the later stages
+    _batches: Iterator | None = field(default=None, repr=False)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``(images, labels)`` batch, on the model's device."""
+        if self._batches is None:
+            self._batches = categories_batches(
+                self.dataset, self.batch_size, self.context, self.seed, self.num_workers, self.drawn
+            )
+        images, labels = next(self._batches)
+        self.drawn += 1
+        device = self.input_ids.device
+        return images.to(device), labels.to(device)
+
+    def resume_at(self, drawn: int) -> None:
+        """Go on from the ``drawn``-th batch (of a run that stopped there)."""
+        self.drawn, self._batches = drawn, None
+
+    def around(self, stage: nn.Module, weight: float) -> nn.Module:
+        """``stage`` with the categories loss at ``weight`` added (``stage`` itself at weight 0)."""
+        return KeptCategories(stage, self, weight) if weight else stage
+
+
+class KeptCategories(nn.Module):
+    """A later stage's losses plus ``weight`` times the categories loss of the next batch of frames.
+
+    Wraps the stage's module (e.g. :class:`mpgsam2.training.grounding.GroundingForward`) together with the
+    categories head, so that one ``DistributedDataParallel`` synchronises both; BEiT-3 is shared, not copied.
+    """
+
+    def __init__(self, stage: nn.Module, kept: KeptHead, weight: float):
+        super().__init__()
+        self.stage = stage
+        self.categories = kept.forward
+        self.kept = kept
+        self.weight = weight
+
+    def forward(self, clips: Sequence, num_boxes: float) -> dict[str, torch.Tensor]:
+        """The stage's terms, its ``"loss"`` plus the weighted categories loss, and ``"loss_categories"``
+        (before its weight) and ``"categories_accuracy"`` on the frames."""
+        terms = self.stage(clips, num_boxes)
+        images, labels = self.kept.next_batch()
+        kept = self.categories(images, self.kept.input_ids, labels)
+        return {
+            **terms,
+            "loss": terms["loss"] + self.weight * kept["loss"],
+            "loss_categories": kept["loss"].detach(),
+            "categories_accuracy": kept["accuracy"],
+        }
+
+
+def stage_input_ids(model: MPGSAM2, tokenizer: ExpressionTokenizer, spec: CategoriesSpec) -> torch.Tensor:
+    """(L,) int64: the tokens of the stage's fixed text."""
+    return tokenizer.limited_to(model.config.beit3.max_text_tokens).encode(spec.expression).input_ids
+
+
 def pretrain_categories(
     model: MPGSAM2,
     spec: CategoriesSpec,
@@ -124,10 +237,12 @@ def pretrain_categories(
     seed: int = 0,
     log_every: int = 50,
     num_workers: int = 0,
+    forward: CategoriesForward | None = None,
 ) -> list[float]:
     """Train BEiT-3 of ``model`` in place for ``spec.steps`` steps on the categories of ``dataset``'s patches.
 
-    The head and the optimiser (AdamW) are the stage's own and are dropped at the end.
+    The optimiser (AdamW) is the stage's own and is dropped at the end; so is the head, unless the caller
+    passes it as ``forward`` (a :class:`CategoriesForward` of ``model``, on its device) to keep training it.
 
     Args:
         dataset: from :func:`build_categories_set`.
@@ -139,22 +254,14 @@ def pretrain_categories(
     if spec.steps == 0:
         return []
     categories = dataset.datasets[0].categories
-    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=spec.batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    forward = CategoriesForward(model, len(categories)).to(context.device)
+    if forward is None:
+        forward = CategoriesForward(model, len(categories)).to(context.device)
     parameters = [p for p in forward.parameters() if p.requires_grad]
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the patch tokens are used: the text's own outputs are not.
     module = wrap_distributed(forward, context, find_unused_parameters=True)
-    input_ids = tokenizer.limited_to(model.config.beit3.max_text_tokens).encode(spec.expression).input_ids
-    input_ids = input_ids.to(context.device)
+    input_ids = stage_input_ids(model, tokenizer, spec).to(context.device)
     logger.info(
         "Categories pre-training: %d steps of %d frame(s) per process, %d categories %s",
         spec.steps,
@@ -164,25 +271,18 @@ def pretrain_categories(
     )
     losses: list[float] = []
     log = StageLog("categories", output_dir / CATEGORIES_LOG, spec.steps, log_every, context)
-    step, epoch = 0, 0
-    while step < spec.steps:
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        for images, labels in loader:
-            set_learning_rates(optimizer, learning_rate_factor(step, spec.warmup_steps, "cosine", spec.steps))
-            optimizer.zero_grad(set_to_none=True)
-            terms = module(images.to(context.device), input_ids, labels.to(context.device))
-            if not torch.isfinite(terms["loss"]):
-                raise FloatingPointError(f"Non-finite categories loss at step {step + 1}; stopping.")
-            terms["loss"].backward()
-            if clip_max_norm > 0:
-                torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
-            optimizer.step()
-            step += 1
-            losses.append(float(terms["loss"].detach()))
-            terms = {"loss": losses[-1], "accuracy": float(terms["accuracy"])}
-            log.add(step, terms, optimizer.param_groups[0]["lr"])
-            if step >= spec.steps:
-                break
-        epoch += 1
+    batches = categories_batches(dataset, spec.batch_size, context, seed, num_workers)
+    for step, (images, labels) in zip(range(spec.steps), batches):
+        set_learning_rates(optimizer, learning_rate_factor(step, spec.warmup_steps, "cosine", spec.steps))
+        optimizer.zero_grad(set_to_none=True)
+        terms = module(images.to(context.device), input_ids, labels.to(context.device))
+        if not torch.isfinite(terms["loss"]):
+            raise FloatingPointError(f"Non-finite categories loss at step {step + 1}; stopping.")
+        terms["loss"].backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
+        optimizer.step()
+        losses.append(float(terms["loss"].detach()))
+        terms = {"loss": losses[-1], "accuracy": float(terms["accuracy"])}
+        log.add(step + 1, terms, optimizer.param_groups[0]["lr"])
     return losses

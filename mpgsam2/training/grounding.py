@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
 from ..modeling.model import MPGSAM2
+from .categories import KeptHead
 from .distributed import (
     DistributedContext,
     ResumableSampler,
@@ -56,12 +57,17 @@ class GroundingSpec:
     # The weight of a cross-entropy over each frame's prior cells added to the prior loss (0: the prior loss
     # alone); see :func:`mpgsam2.training.losses.prior_cell_choice_loss`.
     cell_choice: float = 0.0
+    # The weight of the categories stage's loss kept on during this stage (0: none; it needs
+    # ``categories.steps``), on ``categories.kept_batch_size`` more frames a step: see
+    # :class:`mpgsam2.training.categories.KeptCategories`.
+    categories: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.warmup_steps, self.num_frames, self.cell_choice) < 0 or self.batch_size < 1:
+        weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
+        if min(weights) < 0 or self.batch_size < 1:
             raise ValueError(
-                "grounding.steps, warmup_steps, num_frames and cell_choice must be at least 0, batch_size "
-                "at least 1."
+                "grounding.steps, warmup_steps, num_frames, cell_choice and categories must be at least 0, "
+                "batch_size at least 1."
             )
 
 
@@ -118,6 +124,7 @@ def pretrain_grounding(
     seed: int = 0,
     log_every: int = 50,
     num_workers: int = 0,
+    kept: KeptHead | None = None,
 ) -> list[float]:
     """Train BEiT-3 and the mask prior generator of ``model`` in place for ``spec.steps`` steps.
 
@@ -126,6 +133,8 @@ def pretrain_grounding(
     Args:
         dataset: the run's training set (its clips, all frames, the same expressions).
         output_dir: where the stage's log (``grounding_log.jsonl``) is written by the main process.
+        kept: the categories stage's head, trained on with the weight ``spec.categories`` (needed when
+            that weight is above 0).
     Returns:
         This process's loss at every step.
     """
@@ -140,11 +149,18 @@ def pretrain_grounding(
         collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(seed),
     )
+    if spec.categories and kept is None:
+        raise ValueError("grounding.categories needs the categories stage's head (categories.steps > 0).")
     parameters = grounding_parameters(model)
+    if spec.categories:
+        parameters += [p for p in kept.forward.head.parameters() if p.requires_grad]
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.
-    module = wrap_distributed(GroundingForward(model, spec.cell_choice), context, find_unused_parameters=True)
+    forward = GroundingForward(model, spec.cell_choice)
+    if spec.categories:
+        forward = kept.around(forward, spec.categories)
+    module = wrap_distributed(forward, context, find_unused_parameters=True)
     logger.info(
         "Grounding pre-training: %d steps of %d clip(s) per process, %.2f M parameters",
         spec.steps,

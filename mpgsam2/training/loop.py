@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader
 from ..datasets import ClipTransform, build_training_set, collate_clips
 from ..devices import parse_dtype
 from ..modeling.model import MPGSAM2
-from .categories import build_categories_set, pretrain_categories
+from .categories import (
+    CategoriesForward,
+    KeptHead,
+    build_categories_set,
+    pretrain_categories,
+    stage_input_ids,
+)
 from .distributed import (
     DistributedContext,
     ResumableSampler,
@@ -101,17 +107,36 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             "log_every": schedule.log_every,
             "num_workers": schedule.num_workers,
         }
-        if source is None and config.categories.steps:
-            # A resumed run's weights already hold the stages; a fresh run starts with them.
-            pretrain_categories(
-                model,
-                config.categories,
-                build_categories_set(list(config.train_data), model, schedule.seed),
-                tokenizer,
-                context,
-                output_dir,
-                **stage_options,
-            )
+        # The categories head goes on training beside the later stages when they keep its loss on.
+        keep_categories = bool(config.grounding.categories or config.loss.categories)
+        kept = None
+        if config.categories.steps and (source is None or keep_categories):
+            categories_set = build_categories_set(list(config.train_data), model, schedule.seed)
+            num_categories = len(categories_set.datasets[0].categories)
+            categories_forward = CategoriesForward(model, num_categories).to(context.device)
+            if source is None:
+                # A resumed run's weights already hold the stages; a fresh run starts with them.
+                pretrain_categories(
+                    model,
+                    config.categories,
+                    categories_set,
+                    tokenizer,
+                    context,
+                    output_dir,
+                    forward=categories_forward,
+                    **stage_options,
+                )
+            if keep_categories:
+                kept = KeptHead(
+                    categories_forward,
+                    categories_set,
+                    stage_input_ids(model, tokenizer, config.categories).to(context.device),
+                    config.categories.kept_batch_size,
+                    context,
+                    # Other draws than the stage's own (the same seed would repeat its first epochs).
+                    schedule.seed + 1,
+                    schedule.num_workers,
+                )
         if source is None and config.grounding.steps:
             grounding_set = dataset
             if config.grounding.num_frames:
@@ -127,11 +152,23 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 grounding_set,
                 context,
                 output_dir,
+                kept=kept,
                 **stage_options,
             )
         optimizer = build_optimizer(
             model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay, config.optim.lr_encoder
         )
+        categories_head = None
+        if kept is not None and config.loss.categories:
+            categories_head = kept.forward.head
+            # The head learns at the rate of the new modules.
+            optimizer.add_param_group(
+                {
+                    "params": list(categories_head.parameters()),
+                    "lr": config.optim.lr_fast,
+                    "name": "categories",
+                }
+            )
         sampler = ResumableSampler(dataset, context.world_size, context.rank, schedule.seed)
         loader = DataLoader(
             dataset,
@@ -144,11 +181,11 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             # resumed run continues with the same dropout draws as an uninterrupted one.
             generator=torch.Generator().manual_seed(schedule.seed),
         )
-        module = wrap_distributed(
-            TrainingForward(model, config.loss, schedule.precision, schedule.gradient_checkpointing),
-            context,
-            schedule.find_unused_parameters,
-        )
+        forward = TrainingForward(model, config.loss, schedule.precision, schedule.gradient_checkpointing)
+        if categories_head is not None:
+            forward = kept.around(forward, config.loss.categories)
+        module = wrap_distributed(forward, context, schedule.find_unused_parameters)
+        trained = [p for group in optimizer.param_groups for p in group["params"]]
 
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         scaler = None
@@ -156,7 +193,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             scaler = torch.amp.GradScaler(context.device.type)
         progress = {"step": 0, "epoch": 0, "samples": 0}
         if source is not None:
-            progress = load_progress(source, model, optimizer, context, scaler)
+            progress = load_progress(source, model, optimizer, context, scaler, categories_head)
+            if categories_head is not None:
+                # The batches that the grounding stage and the steps done drew.
+                kept.resume_at(config.grounding.steps * bool(config.grounding.categories) + progress["step"])
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
@@ -190,7 +230,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 if scaler is not None:
                     scaler.unscale_(optimizer)  # clipping sees the real gradients
                 if config.optim.clip_max_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.clip_max_norm)
+                    torch.nn.utils.clip_grad_norm_(trained, config.optim.clip_max_norm)
                 if scaler is not None:
                     scaler.step(optimizer)  # skipped when the gradients overflowed
                     scaler.update()
@@ -232,7 +272,15 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     if consumed >= len(dataset):
                         position = {"step": step, "epoch": epoch + 1, "samples": 0}
                     checkpoint_dir = _save(
-                        output_dir, model, optimizer, position, config, tokenizer_file, context, scaler
+                        output_dir,
+                        model,
+                        optimizer,
+                        position,
+                        config,
+                        tokenizer_file,
+                        context,
+                        scaler,
+                        categories_head,
                     )
                 if done:
                     break
@@ -247,6 +295,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     tokenizer_file,
                     context,
                     scaler,
+                    categories_head,
                 )
         summary = {
             "steps": step,
@@ -277,11 +326,14 @@ def _save(
     tokenizer_file: Path,
     context: DistributedContext,
     scaler: torch.amp.GradScaler | None = None,
+    categories_head: torch.nn.Module | None = None,
 ) -> Path:
     folder = output_dir / f"checkpoint-{progress['step']}"
     rng_states = gather_rng_states(context)
     if context.is_main:
-        save_checkpoint(folder, model, optimizer, progress, config, tokenizer_file, rng_states, scaler)
+        save_checkpoint(
+            folder, model, optimizer, progress, config, tokenizer_file, rng_states, scaler, categories_head
+        )
         prune_checkpoints(output_dir, config.schedule.keep_checkpoints)
         logger.info("Saved %s", folder)
     barrier(context)

@@ -51,6 +51,9 @@ class LossWeights:
     # "always visible".
     object_hidden: float = 1.0
     prior: float = 0.0  # prior_loss: BEiT-3 and the prior generator
+    # The categories stage's loss kept on in the main loop (it needs ``categories.steps``); added by
+    # mpgsam2.training.categories.KeptCategories around the loop's module, not by clip_losses.
+    categories: float = 0.0
 
 
 #: The official weights.

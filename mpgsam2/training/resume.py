@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from ..checkpoints import read_weights, save_pretrained, weights_file
 from ..checkpoints.hub import LAST_CHECKPOINT_FILE
@@ -70,9 +71,10 @@ def save_checkpoint(
     tokenizer_file: Path,
     rng_states: list[dict] | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    categories_head: nn.Module | None = None,
 ) -> Path:
     """Model (Hugging Face layout), tokenizer, optimizer state, progress, random states and the fp16 loss
-    scale, in one folder.
+    scale, in one folder; with the kept categories head (not part of the model) when there is one.
 
     ``rng_states``: one per process (rank order); default: this process's.
     """
@@ -82,6 +84,8 @@ def save_checkpoint(
     state = {"optimizer": optimizer.state_dict(), "progress": progress, "rng": rng_states or [_rng_state()]}
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
+    if categories_head is not None:
+        state["categories_head"] = categories_head.state_dict()
     torch.save(state, tmp / STATE_FILE)
     (tmp / "train_config.json").write_text(json.dumps(config.raw, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
@@ -114,11 +118,20 @@ def load_progress(
     optimizer: torch.optim.Optimizer,
     context: DistributedContext,
     scaler: torch.amp.GradScaler | None = None,
+    categories_head: nn.Module | None = None,
 ) -> dict:
-    """Load a checkpoint's weights and training state into ``model``, ``optimizer`` (and ``scaler``); returns
-    the run's position: ``{"step", "epoch", "samples"}`` (samples of the epoch's order consumed)."""
+    """Load a checkpoint's weights and training state into ``model``, ``optimizer`` (and ``scaler``, and the
+    kept ``categories_head``); returns the run's position: ``{"step", "epoch", "samples"}`` (samples of the
+    epoch's order consumed)."""
     load_official_state_dict(model, read_weights(weights_file(folder)))
     saved = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    if categories_head is not None:
+        if "categories_head" not in saved:
+            raise ValueError(
+                f"{folder} holds no categories head, and this run keeps one (loss.categories > 0): resume "
+                "with the configuration the checkpoint was written with, or set loss.categories to 0."
+            )
+        categories_head.load_state_dict(saved["categories_head"])
     optimizer.load_state_dict(saved["optimizer"])
     if scaler is not None and "scaler" in saved:
         scaler.load_state_dict(saved["scaler"])

@@ -149,6 +149,11 @@ class TrainConfig:
             raise ValueError(
                 f"optim.decay {parsed['optim'].decay!r} needs train.max_steps (where it reaches 0)."
             )
+        if (parsed["grounding"].categories or parsed["loss"].categories) and not parsed["categories"].steps:
+            raise ValueError(
+                "grounding.categories and loss.categories keep the categories stage's loss on: they need "
+                "categories.steps above 0 (or set them to 0)."
+            )
         return cls(
             output_dir=output_dir,
             model=parsed["model"],
