@@ -104,9 +104,8 @@ def build_categories_set(specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0
             "with <split>/meta.json); none of data.train has one. Set categories.steps to 0."
         )
     beit3, preprocessing = model.config.beit3, model.config.preprocess
-
-    def frames(spec: DatasetSpec, categories=None) -> PatchCategories:
-        return PatchCategories(
+    parts = [
+        PatchCategories(
             spec.root,
             spec.split,
             beit3.image_size,
@@ -115,12 +114,14 @@ def build_categories_set(specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0
             beit3.grid_size,
             seed,
             spec.max_items,
-            categories,
         )
-
-    parts = [frames(spec) for spec in usable]
+        for spec in usable
+    ]
+    # One label order for all parts: each was read with its own split's categories.
     categories = tuple(sorted({c for part in parts for c in part.categories}))
-    return TrainingSet([frames(spec, categories) for spec in usable])
+    for part in parts:
+        part.categories = categories
+    return TrainingSet(parts)
 
 
 def categories_batches(
