@@ -232,7 +232,7 @@ def test_a_run_keeps_the_categories_head_training_beside_the_later_stages_and_re
         assert resumed["history"][0][name] == pytest.approx(value, rel=1e-5), name
 
     # A checkpoint without a head cannot resume a run that keeps one; the kept losses need the stage.
-    train(load_config(toy, kept_run_overrides(tmp_path / "c", "train.max_steps=2")))
+    train(load_config(toy, kept_run_overrides(tmp_path / "c", "train.max_steps=2", "loss.categories=0")))
     with pytest.raises(ValueError, match="no categories head"):
         train(
             load_config(toy, kept_run_overrides(tmp_path / "d", "loss.categories=1")),
