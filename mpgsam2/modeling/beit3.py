@@ -19,7 +19,7 @@ from .config import BEiT3Config
 
 
 class Multiway(nn.Module):
-    """Applies expert ``A`` to the first ``split`` tokens and expert ``B`` to the rest (dimension 1)."""
+    """Applies expert ``A`` to the image tokens and expert ``B`` to the text tokens."""
 
     def __init__(self, module: nn.Module):
         super().__init__()
@@ -27,8 +27,13 @@ class Multiway(nn.Module):
         self.B = copy.deepcopy(module)
 
     def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        vision, text = x[:, :split], x[:, split:]
-        return torch.cat([self.A(vision), self.B(text)], dim=1)
+        """x: (B, N, D), its first ``split`` tokens the image's."""
+        vision, text = x.split([split, x.shape[1] - split], dim=1)
+        return torch.cat(self.pair(vision, text), dim=1)
+
+    def pair(self, vision: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two experts on the two modalities' tokens, kept apart (no copy into one sequence)."""
+        return self.A(vision), self.B(text)
 
 
 class MultiwayAttention(nn.Module):
@@ -44,19 +49,23 @@ class MultiwayAttention(nn.Module):
         self.out_proj = Multiway(nn.Linear(dim, dim))
         self.inner_attn_ln = Multiway(nn.LayerNorm(dim, eps=config.layer_norm_eps))
 
-    def forward(self, x: torch.Tensor, split: int, key_padding: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, N, D); key_padding: (B, N) bool, True where a key is padding."""
-        batch, length, dim = x.shape
+    def forward(
+        self, vision: torch.Tensor, text: torch.Tensor, key_padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """vision: (B, P, D), text: (B, L, D); key_padding: (B, P + L) bool, True where a key is padding."""
+        batch, split, dim = vision.shape
+        length = split + text.shape[1]
         head_dim = dim // self.num_heads
 
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, length, self.num_heads, head_dim).transpose(1, 2)
+        def heads(projection: Multiway) -> torch.Tensor:
+            joined = torch.cat(projection.pair(vision, text), dim=1)
+            return joined.view(batch, length, self.num_heads, head_dim).transpose(1, 2)
 
-        q, k, v = (heads(proj(x, split)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (heads(p) for p in (self.q_proj, self.k_proj, self.v_proj))
         mask = None if key_padding is None else ~key_padding[:, None, None, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         attended = attended.transpose(1, 2).reshape(batch, length, dim)
-        return self.out_proj(self.inner_attn_ln(attended, split), split)
+        return self.out_proj.pair(*self.inner_attn_ln.pair(*attended.split([split, length - split], dim=1)))
 
 
 class FeedForward(nn.Module):
@@ -83,9 +92,14 @@ class EncoderLayer(nn.Module):
         self.ffn = Multiway(FeedForward(config))
         self.final_layer_norm = Multiway(copy.deepcopy(norm))
 
-    def forward(self, x: torch.Tensor, split: int, key_padding: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.self_attn(self.self_attn_layer_norm(x, split), split, key_padding)
-        return x + self.ffn(self.final_layer_norm(x, split), split)
+    def forward(
+        self, vision: torch.Tensor, text: torch.Tensor, key_padding: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """vision: (B, P, D), text: (B, L, D) -> the same shapes."""
+        attended = self.self_attn(*self.self_attn_layer_norm.pair(vision, text), key_padding)
+        vision, text = vision + attended[0], text + attended[1]
+        fed = self.ffn.pair(*self.final_layer_norm.pair(vision, text))
+        return vision + fed[0], text + fed[1]
 
 
 class VisionEmbedding(nn.Module):
@@ -163,17 +177,22 @@ class BEiT3(nn.Module):
         offset = self.encoder.position_offset
         vision = vision + positions.A.weight[offset : offset + split]
         text = text + positions.B.weight[offset : offset + text.shape[1]]
-        x = torch.cat([vision, text], dim=1)
 
         key_padding = None
         if text_padding is not None and bool(text_padding.any()):
-            vision_padding = text_padding.new_zeros(text_padding.shape[0], split)
-            key_padding = torch.cat([vision_padding, text_padding], dim=1)
-            x = x * (~key_padding).unsqueeze(-1).to(x.dtype)
+            key_padding = torch.cat(
+                [text_padding.new_zeros(text_padding.shape[0], split), text_padding], dim=1
+            )
+            text = text * (~text_padding).unsqueeze(-1).to(text.dtype)
 
+        # The two modalities travel apart through the layers (every expert sees one of them), and meet only
+        # in the joint attention.
         for layer in self.encoder.layers:
-            x = layer(x, split, key_padding)
-        x = self.encoder.layer_norm(x, split)
+            vision, text = layer(vision, text, key_padding)
+        vision, text = self.encoder.layer_norm.pair(vision, text)
         return BEiT3Output(
-            class_token=x[:, 0], visual_tokens=x[:, 1:split], text_tokens=x[:, split:], hidden=x
+            class_token=vision[:, 0],
+            visual_tokens=vision[:, 1:],
+            text_tokens=text,
+            hidden=torch.cat([vision, text], dim=1),
         )

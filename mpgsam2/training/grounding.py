@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
+from ..modeling.beit3 import BEiT3Output
 from ..modeling.model import MPGSAM2
 from .categories import KeptHead
 from .distributed import (
@@ -87,12 +89,20 @@ class GroundingForward(nn.Module):
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
         """clips: on the model's device. Returns ``{"loss", "loss_prior"}``, and ``"loss_cell_choice"`` (before
         its weight) when that term is on."""
+        encoded = self.multimodal_encoder(*encoder_batch(clips))
         prior, choice = [], []
+        start = 0
         for clip in clips:
-            frames = clip.beit_images.shape[0]
-            ids = clip.input_ids.unsqueeze(0).expand(frames, -1)
-            padding = None if clip.text_padding is None else clip.text_padding.unsqueeze(0).expand(frames, -1)
-            context = self.mask_prior(self.multimodal_encoder(clip.beit_images, ids, padding))
+            rows = slice(start, start + clip.beit_images.shape[0])
+            start = rows.stop
+            length = clip.input_ids.shape[0]
+            own = BEiT3Output(
+                class_token=encoded.class_token[rows],
+                visual_tokens=encoded.visual_tokens[rows],
+                text_tokens=encoded.text_tokens[rows, :length],
+                hidden=encoded.hidden[rows],
+            )
+            context = self.mask_prior(own)
             prior.append(prior_loss(context.prior_logits, clip.masks, num_boxes))
             if self.cell_choice:
                 choice.append(prior_cell_choice_loss(context.prior_logits, clip.masks, num_boxes))
@@ -105,6 +115,30 @@ class GroundingForward(nn.Module):
             "loss_prior": loss_prior.detach(),
             "loss_cell_choice": loss_choice.detach(),
         }
+
+
+def encoder_batch(clips: Sequence[TrainingClip]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """BEiT-3's inputs for every frame of every clip in one batch: one pass over a batch is faster than one
+    pass per clip, and with the shorter expressions padded (keys masked) it computes the same tokens.
+
+    Returns:
+        images (F, 3, s, s) for the F frames of all clips in order, input_ids (F, L) and text_padding (F, L)
+        (None when no token is padding), L the longest expression's tokens.
+    """
+    longest = max(clip.input_ids.shape[0] for clip in clips)
+    ids, padding = [], []
+    for clip in clips:
+        frames, extra = clip.beit_images.shape[0], longest - clip.input_ids.shape[0]
+        own = (
+            clip.text_padding
+            if clip.text_padding is not None
+            else torch.zeros_like(clip.input_ids, dtype=torch.bool)
+        )
+        ids.append(F.pad(clip.input_ids, (0, extra)).expand(frames, -1))
+        padding.append(F.pad(own, (0, extra), value=True).expand(frames, -1))
+    images = torch.cat([clip.beit_images for clip in clips])
+    text_padding = torch.cat(padding)
+    return images, torch.cat(ids), text_padding if bool(text_padding.any()) else None
 
 
 def grounding_parameters(model: MPGSAM2) -> list[nn.Parameter]:
