@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from mpgsam2.datasets.toy import (
     ToyConfig,
     find_expressions,
     generate_toy_clip,
+    prepare_toy_split,
     shape_mask,
     toy_meta_path,
     video_name,
@@ -287,3 +289,46 @@ def test_a_dataset_spec_writes_the_toy_data_once_and_refuses_other_options(tmp_p
         DatasetSpec(format="ytvos", root=str(tmp_path / "data"), split="valid", toy={"num_videos": 1})
     )
     assert list(evaluation.meta) == [video_name(0)]
+
+
+def _tree(root) -> dict[str, str]:
+    """Every file under ``root`` by its relative path, as a digest of its bytes."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_processes_sharing_the_writing_of_a_split_write_what_one_process_writes(tmp_path, world_size):
+    # The processes of a distributed run each write a share of the clips; rank 0 joins their lists into the
+    # meta files once all are done. Threads stand in for the processes, a real barrier synchronises them.
+    options = {"num_videos": 5, "seed": 30, "num_frames": 6, "max_objects": 3}
+    prepare_toy_split(tmp_path / "one", "train", options)
+    shared = tmp_path / "shared"
+    barrier = threading.Barrier(world_size, timeout=120)
+    returned_with_meta, errors = [], []
+
+    def process(rank: int) -> None:
+        try:
+            prepare_toy_split(shared, "train", options, rank, world_size, barrier.wait)
+            returned_with_meta.append(toy_meta_path(shared, "train").is_file())
+        except Exception as error:  # surfaced below with its rank
+            errors.append((rank, error))
+
+    workers = [threading.Thread(target=process, args=(rank,)) for rank in range(world_size)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    assert returned_with_meta == [True] * world_size  # none went on before the split was complete
+    assert _tree(shared) == _tree(tmp_path / "one")  # no part files left, every byte the same
+    assert sorted(json.loads(toy_meta_path(shared, "train").read_text())["videos"]) == [
+        video_name(s) for s in range(30, 35)
+    ]
+    # Written once, the split is found by every process (nobody writes, nobody waits).
+    prepare_toy_split(shared, "train", options, 1, world_size, lambda: pytest.fail("waited for nothing"))
+    with pytest.raises(ValueError, match="rank 2 is not one of 2"):
+        write_toy_dataset(tmp_path / "bad", rank=2, world_size=2)

@@ -29,6 +29,7 @@ from mpgsam2.datasets import (
     write_synthetic_refcoco,
     write_synthetic_videos,
 )
+from mpgsam2.datasets.toy import toy_meta_path, video_name
 from mpgsam2.modeling.config import AggregatorConfig, MaskPriorConfig
 from mpgsam2.modeling.sam2_adapter import decode_masks
 from mpgsam2.tokenizer import TEST_TOKENIZER
@@ -366,6 +367,11 @@ def test_two_gloo_processes_give_the_gradients_of_one_process(data_root, clips, 
     run = tmp_path / "run"
     assert (run / "last_checkpoint.txt").read_text().strip() == "checkpoint-1"
     assert load_model(run / "checkpoint-1", device="cpu").config.name == "test"
+    # The toy split the two processes shared the writing of is whole: every clip listed and on disk.
+    videos = json.loads(toy_meta_path(tmp_path / "toy", "train").read_text())["videos"]
+    assert sorted(videos) == [video_name(seed) for seed in (70, 71, 72)]
+    assert sorted(p.name for p in (tmp_path / "toy" / "train" / "JPEGImages").iterdir()) == sorted(videos)
+    assert not list(toy_meta_path(tmp_path / "toy", "train").parent.glob("*part*"))
 
 
 # --- the training loop, checkpoints and evaluation --------------------------------------------------------------
@@ -448,6 +454,30 @@ def test_the_grounding_stage_trains_only_what_grounds_and_lowers_the_prior_loss(
         json.loads(line)["step"] for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()
     ]
     assert logged == [1, 10, 20, 25]
+
+
+def test_the_grounding_stage_reads_all_clips_in_one_pass_with_the_losses_and_gradients_of_one_pass_each(
+    data_root, train_tokenizer
+):
+    # BEiT-3 reads every frame of every clip of a step at once, the shorter expressions padded: the loss and
+    # the gradients must be those of each clip read alone (no padding).
+    model = fresh_model()
+    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
+    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    batch = [dataset[i] for i in range(len(dataset))]
+    assert len({clip.input_ids.shape[0] for clip in batch}) > 1  # padding is needed
+    forward = GroundingForward(model, cell_choice=1.0)
+    together = forward(batch, 3.0)
+    together["loss"].backward()
+    expected = gradients(model)
+    model.zero_grad(set_to_none=True)
+    alone = [forward([clip], 3.0) for clip in batch]
+    for terms in alone:
+        terms["loss"].backward()
+    for name in ("loss", "loss_prior", "loss_cell_choice"):
+        assert float(together[name]) == pytest.approx(sum(float(t[name]) for t in alone), rel=1e-5)
+    diff, scale = max_difference(expected, gradients(model))
+    assert diff <= 1e-5 * scale, (diff, scale)
 
 
 def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root, train_tokenizer, tmp_path):

@@ -76,12 +76,26 @@ def prepare_synthetic(spec: DatasetSpec) -> None:
         write_synthetic_videos(root, layout=spec.format, split=spec.split)
 
 
-def prepare_generated(spec: DatasetSpec) -> None:
-    """Write the synthetic or toy data a spec asks for, unless it is already there."""
+def _no_wait() -> None:
+    pass
+
+
+def prepare_generated(
+    spec: DatasetSpec, rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = _no_wait
+) -> None:
+    """Write the synthetic or toy data a spec asks for, unless it is already there.
+
+    In a distributed run every process calls this at once with its ``rank`` and a ``barrier`` that returns
+    when all have reached it: the processes share the writing of toy clips, the synthetic data is written by
+    rank 0 alone, and none returns before the data is complete.
+    """
     if spec.synthetic:
-        prepare_synthetic(spec)
+        if rank == 0:
+            prepare_synthetic(spec)
+        if world_size > 1:
+            barrier()
     if spec.toy is not None:
-        prepare_toy_split(spec.root, spec.split, spec.toy)
+        prepare_toy_split(spec.root, spec.split, spec.toy, rank, world_size, barrier)
 
 
 def build_dataset(

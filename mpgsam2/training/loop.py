@@ -9,6 +9,7 @@ import os
 import random
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..datasets import ClipTransform, build_training_set, collate_clips
+from ..datasets.registry import prepare_generated
 from ..devices import parse_dtype
 from ..modeling.model import MPGSAM2
 from .categories import (
@@ -96,6 +98,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             context.world_size,
             context.device,
         )
+        # Every process writes its share of the generated data before any process reads it.
+        generated = [*config.train_data, *([config.eval_data] if config.eval_data is not None else [])]
+        for spec in generated:
+            prepare_generated(spec, context.rank, context.world_size, partial(barrier, context))
         transform = ClipTransform(model.config, tokenizer)
         dataset = build_training_set(list(config.train_data), transform, schedule.augment, schedule.seed)
         source = last_checkpoint(output_dir) if resume == "auto" else (Path(resume) if resume else None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -99,6 +100,10 @@ def write_object_meta(root: str | Path, split: str, objects: dict[str, dict]) ->
     return path
 
 
+def _no_wait() -> None:
+    pass
+
+
 def write_toy_dataset(
     root: str | Path,
     split: str = "train",
@@ -106,19 +111,31 @@ def write_toy_dataset(
     seed: int = DEFAULT_SEED,
     config: ToyConfig | None = None,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = _no_wait,
 ) -> Path:
     """Write the clips of seeds ``seed`` to ``seed + num_videos - 1`` under ``root``; returns ``root``.
 
     Each expression is an ``exp_id`` (0, 1, ... in the clip's order) whose ``obj_id`` is the target's label
     in the palette PNGs; its ``kind`` (see :data:`mpgsam2.datasets.toy.KINDS`) is kept for analysis.
+
+    With ``world_size`` processes (the ranks of a distributed run, each calling this with the same
+    arguments and its ``rank``), each writes every ``world_size``-th clip and the list of what it wrote;
+    ``barrier`` returns once every process has reached it. Rank 0 then joins the lists into the meta files,
+    and every process returns once they are there: the same files as one process writes, in a share of the
+    time.
     """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not one of {world_size} processes.")
     config = config or ToyConfig()
     root = Path(root)
     names = [f"{t:05d}" for t in range(config.num_frames)]
     palette = DAVIS_PALETTE.ravel().tolist()
     videos: dict[str, dict] = {}
     objects: dict[str, dict] = {}
-    for count, clip_seed in enumerate(range(seed, seed + num_videos), start=1):
+    own_seeds = range(seed + rank, seed + num_videos, world_size)
+    for count, clip_seed in enumerate(own_seeds, start=1):
         clip = generate_toy_clip(clip_seed, config)
         video = video_name(clip_seed)
         image_dir = root / split / "JPEGImages" / video
@@ -140,22 +157,57 @@ def write_toy_dataset(
         }
         objects[video] = object_entry(clip, names)
         if count % LOG_EVERY == 0:
-            logger.info("Toy %s: %d of %d videos written", split, count, num_videos)
-    write_object_meta(root, split, objects)
+            logger.info("Toy %s: %d of %d videos written", split, count, len(own_seeds))
     meta = toy_meta_path(root, split)
     meta.parent.mkdir(parents=True, exist_ok=True)
-    record = generator_record(num_videos, seed, config, jpeg_quality)
-    meta.write_text(json.dumps({"videos": videos, "toy": record}))
-    logger.info("Wrote %d toy videos (seeds %d-%d) to %s", num_videos, seed, seed + num_videos - 1, root)
+    if world_size > 1:
+        part = _part_path(meta, rank)
+        part.write_text(json.dumps({"videos": videos, "objects": objects}))
+        barrier()
+        if rank == 0:
+            videos, objects = _join_parts(meta, world_size)
+    if rank == 0:
+        write_object_meta(root, split, objects)
+        record = generator_record(num_videos, seed, config, jpeg_quality)
+        meta.write_text(json.dumps({"videos": videos, "toy": record}))
+        logger.info("Wrote %d toy videos (seeds %d-%d) to %s", num_videos, seed, seed + num_videos - 1, root)
+    if world_size > 1:
+        barrier()  # the meta files are there for every process
     return root
 
 
-def prepare_toy_split(root: str | Path, split: str, options: dict) -> None:
+def _part_path(meta: Path, rank: int) -> Path:
+    return meta.with_name(f"{meta.stem}.part{rank}.json")
+
+
+def _join_parts(meta: Path, world_size: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The videos and objects that ``world_size`` processes wrote, in the order of their seeds; the parts'
+    files are removed."""
+    parts = [_part_path(meta, rank) for rank in range(world_size)]
+    read = [json.loads(part.read_text()) for part in parts]
+    videos = {name: entry for part in read for name, entry in part["videos"].items()}
+    objects = {name: entry for part in read for name, entry in part["objects"].items()}
+    for part in parts:
+        part.unlink()
+    order = sorted(videos)  # video_name pads the seed, so names sort as their seeds
+    return {name: videos[name] for name in order}, {name: objects[name] for name in order}
+
+
+def prepare_toy_split(
+    root: str | Path,
+    split: str,
+    options: dict,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = _no_wait,
+) -> None:
     """Write the toy split that a dataset spec's ``toy`` mapping asks for, unless it is already there.
 
     Args:
         options: :data:`WRITE_OPTIONS` and fields of :class:`ToyConfig`, e.g.
             ``{"num_videos": 2000, "seed": 0, "num_frames": 10}``.
+        rank, world_size, barrier: every process of a distributed run calls this at once and each writes a
+            share of the clips (see :func:`write_toy_dataset`).
     Raises:
         ValueError: an unknown option, or a split already written with other options (or not by the
             generator).
@@ -165,7 +217,10 @@ def prepare_toy_split(root: str | Path, split: str, options: dict) -> None:
     config = ToyConfig.from_dict(options)
     meta = toy_meta_path(root, split)
     if not meta.is_file():
-        write_toy_dataset(root, split, config=config, **arguments)
+        # Only rank 0 writes the meta file, after every process has looked for it: all agree on this.
+        write_toy_dataset(
+            root, split, config=config, rank=rank, world_size=world_size, barrier=barrier, **arguments
+        )
         return
     wanted = generator_record(
         arguments.get("num_videos", DEFAULT_NUM_VIDEOS),
