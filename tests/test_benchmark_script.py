@@ -95,3 +95,31 @@ def test_extra_expression_cost_and_tables(benchmark_module, capsys):
     assert rows[1]["baseline_extra_expression_fraction"] == pytest.approx(1.0)
     benchmark_module.print_tables(rows)
     assert "2.50x" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_toy_training_speed_benchmark_times_every_stage_of_the_toy_recipe(tmp_path):
+    # A few steps of each stage through the real training command; its paces and the recipe's step counts.
+    out = tmp_path / "speed.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "toy_training_speed.py"), "--steps", "8"]
+    command += ["--clips", "12", "--json", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    recipe = json.loads((ROOT / "configs" / "toy.json").read_text())
+    stages = figures["stages"]
+    assert [stages[s]["configured_steps"] for s in ("categories", "grounding", "main")] == [
+        recipe["categories"]["steps"],
+        recipe["grounding"]["steps"],
+        recipe["train"]["max_steps"],
+    ]
+    for row in stages.values():
+        # Logged every 2 steps: the windows after the first cover steps 3 to 8.
+        assert row["steps_measured"] == 6 and 0 < row["s_per_step"] < 30
+        assert row["configured_minutes"] == pytest.approx(
+            row["s_per_step"] * row["configured_steps"] / 60, abs=0.06
+        )
+    assert figures["configured_minutes"] == pytest.approx(
+        sum(r["configured_minutes"] for r in stages.values()), abs=0.2
+    )
+    assert "minutes" in done.stderr  # the table is logged

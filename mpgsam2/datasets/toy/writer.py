@@ -165,7 +165,8 @@ def write_toy_dataset(
         part.write_text(json.dumps({"videos": videos, "objects": objects}))
         barrier()
         if rank == 0:
-            videos, objects = _join_parts(meta, world_size)
+            order = [video_name(s) for s in range(seed, seed + num_videos)]
+            videos, objects = _join_parts(meta, world_size, order)
     if rank == 0:
         write_object_meta(root, split, objects)
         record = generator_record(num_videos, seed, config, jpeg_quality)
@@ -180,16 +181,15 @@ def _part_path(meta: Path, rank: int) -> Path:
     return meta.with_name(f"{meta.stem}.part{rank}.json")
 
 
-def _join_parts(meta: Path, world_size: int) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The videos and objects that ``world_size`` processes wrote, in the order of their seeds; the parts'
-    files are removed."""
+def _join_parts(meta: Path, world_size: int, order: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The videos and objects that ``world_size`` processes wrote, in the ``order`` of their names (that of
+    their seeds); the parts' files are removed."""
     parts = [_part_path(meta, rank) for rank in range(world_size)]
     read = [json.loads(part.read_text()) for part in parts]
     videos = {name: entry for part in read for name, entry in part["videos"].items()}
     objects = {name: entry for part in read for name, entry in part["objects"].items()}
     for part in parts:
         part.unlink()
-    order = sorted(videos)  # video_name pads the seed, so names sort as their seeds
     return {name: videos[name] for name in order}, {name: objects[name] for name in order}
 
 

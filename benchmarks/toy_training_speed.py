@@ -1,0 +1,138 @@
+"""Seconds per step of each stage of the toy recipe (``configs/toy.json``), and what its full length costs.
+
+Runs the project's own training command on a small generated split in a temporary folder, a few steps of each
+stage (the categories stage, the grounding stage, the main loop, with the settings of ``configs/toy.json``),
+reads the seconds per step that each stage logs, and prints them with the minutes that the configuration's
+own step counts would take at that pace. Two processes (``--processes 2``, as the recipe's command runs on
+a 2-core CPU) report the pace of both together: each step is one step of the run.
+
+    python benchmarks/toy_training_speed.py                     # one process, one thread
+    python benchmarks/toy_training_speed.py --processes 2 --json speed.json
+
+The first logged window of each stage (warm-up: first calls, allocator growth) is left out of the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mpgsam2.training.run_config import load_config  # noqa: E402
+
+logger = logging.getLogger("toy_training_speed")
+
+CONFIG = ROOT / "configs" / "toy.json"
+# What each stage logs, and the configuration's step count for it.
+STAGES = {
+    "categories": ("categories_log.jsonl", lambda c: c.categories.steps),
+    "grounding": ("grounding_log.jsonl", lambda c: c.grounding.steps),
+    "main": ("log.jsonl", lambda c: c.schedule.max_steps),
+}
+
+
+def stage_pace(log: Path) -> tuple[float, int]:
+    """The mean seconds per step of a stage's log windows after the first, and how many steps they cover."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    windows = [(b["step"] - a["step"], b["s_per_step"]) for a, b in zip(rows, rows[1:])]
+    windows = windows[1:] or windows  # the first window holds the warm-up
+    steps = sum(n for n, _ in windows)
+    return sum(n * pace for n, pace in windows) / steps, steps
+
+
+def run(processes: int, steps: int, clips: int, output_dir: Path) -> float:
+    """Runs the training command; returns its wall time in seconds."""
+    every = max(1, steps // 4)
+    settings = [
+        f"output_dir={output_dir}",
+        f"categories.steps={steps}",
+        f"grounding.steps={steps}",
+        f"train.max_steps={steps}",
+        f"train.log_every={every}",
+        f"data.train.0.toy.num_videos={clips}",
+        "data.eval.toy.num_videos=1",
+        f"train.save_every_steps={steps * 10}",
+    ]
+    if processes == 1:
+        command = [sys.executable, "-m", "mpgsam2", "train", str(CONFIG)]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+        ]
+        command += ["-m", "mpgsam2", "train", str(CONFIG)]
+    for setting in settings:
+        command += ["--set", setting]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"The training command failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="training processes (torchrun), one thread each"
+    )
+    parser.add_argument("--steps", type=int, default=40, help="steps of each stage")
+    parser.add_argument("--clips", type=int, default=200, help="generated training clips")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(CONFIG)
+    with tempfile.TemporaryDirectory(prefix="toy-speed-") as folder:
+        wall = run(args.processes, args.steps, args.clips, Path(folder) / "run")
+        figures = {
+            "processes": args.processes,
+            "steps": args.steps,
+            "command_s": round(wall, 1),
+            "stages": {},
+        }
+        total = 0.0
+        for stage, (name, configured) in STAGES.items():
+            pace, measured = stage_pace(Path(folder) / "run" / name)
+            minutes = pace * configured(config) / 60
+            total += minutes
+            figures["stages"][stage] = {
+                "s_per_step": round(pace, 4),
+                "steps_measured": measured,
+                "configured_steps": configured(config),
+                "configured_minutes": round(minutes, 1),
+            }
+    figures["configured_minutes"] = round(total, 1)
+    logger.info("%-11s %10s %9s %17s", "stage", "s / step", "measured", "minutes at toy.json")
+    for stage, row in figures["stages"].items():
+        logger.info(
+            "%-11s %10.3f %9d %10.1f (%d steps)",
+            stage,
+            row["s_per_step"],
+            row["steps_measured"],
+            row["configured_minutes"],
+            row["configured_steps"],
+        )
+    logger.info("the three stages of configs/toy.json at this pace: %.1f minutes", total)
+    logger.info(
+        "(%d process(es); the whole command, with its data and evaluation: %.0f s)", args.processes, wall
+    )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
