@@ -306,14 +306,14 @@ def test_processes_sharing_the_writing_of_a_split_write_what_one_process_writes(
     # meta files once all are done. Threads stand in for the processes, a real barrier synchronises them.
     options = {"num_videos": 5, "seed": 30, "num_frames": 6, "max_objects": 3}
     prepare_toy_split(tmp_path / "one", "train", options)
-    shared = tmp_path / "shared"
+    together = tmp_path / "together"
     barrier = threading.Barrier(world_size, timeout=120)
     returned_with_meta, errors = [], []
 
     def process(rank: int) -> None:
         try:
-            prepare_toy_split(shared, "train", options, rank, world_size, barrier.wait)
-            returned_with_meta.append(toy_meta_path(shared, "train").is_file())
+            prepare_toy_split(together, "train", options, rank, world_size, barrier.wait)
+            returned_with_meta.append(toy_meta_path(together, "train").is_file())
         except Exception as error:  # surfaced below with its rank
             errors.append((rank, error))
 
@@ -324,11 +324,11 @@ def test_processes_sharing_the_writing_of_a_split_write_what_one_process_writes(
         worker.join()
     assert errors == []
     assert returned_with_meta == [True] * world_size  # none went on before the split was complete
-    assert _tree(shared) == _tree(tmp_path / "one")  # no part files left, every byte the same
-    assert sorted(json.loads(toy_meta_path(shared, "train").read_text())["videos"]) == [
+    assert _tree(together) == _tree(tmp_path / "one")  # no part files left, every byte the same
+    assert sorted(json.loads(toy_meta_path(together, "train").read_text())["videos"]) == [
         video_name(s) for s in range(30, 35)
     ]
     # Written once, the split is found by every process (nobody writes, nobody waits).
-    prepare_toy_split(shared, "train", options, 1, world_size, lambda: pytest.fail("waited for nothing"))
+    prepare_toy_split(together, "train", options, 1, world_size, lambda: pytest.fail("waited for nothing"))
     with pytest.raises(ValueError, match="rank 2 is not one of 2"):
         write_toy_dataset(tmp_path / "bad", rank=2, world_size=2)

@@ -14,6 +14,7 @@ from .refcoco import REFCOCO_NAMES, RefCOCO
 from .samples import RawClip
 from .synthetic import write_synthetic_refcoco, write_synthetic_videos
 from .toy import prepare_toy_split
+from .toy.writer import no_wait
 from .videos import VIDEO_DATASETS, ReferringVideoDataset
 
 #: What a training or evaluation dataset can be: a benchmark's video folders, or COCO-style RefCOCO.
@@ -76,12 +77,8 @@ def prepare_synthetic(spec: DatasetSpec) -> None:
         write_synthetic_videos(root, layout=spec.format, split=spec.split)
 
 
-def _no_wait() -> None:
-    pass
-
-
 def prepare_generated(
-    spec: DatasetSpec, rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = _no_wait
+    spec: DatasetSpec, rank: int = 0, world_size: int = 1, barrier: Callable[[], None] = no_wait
 ) -> None:
     """Write the synthetic or toy data a spec asks for, unless it is already there.
 

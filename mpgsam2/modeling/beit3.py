@@ -26,13 +26,9 @@ class Multiway(nn.Module):
         self.A = module
         self.B = copy.deepcopy(module)
 
-    def forward(self, x: torch.Tensor, split: int) -> torch.Tensor:
-        """x: (B, N, D), its first ``split`` tokens the image's."""
-        vision, text = x.split([split, x.shape[1] - split], dim=1)
-        return torch.cat(self.pair(vision, text), dim=1)
-
-    def pair(self, vision: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two experts on the two modalities' tokens, kept apart (no copy into one sequence)."""
+    def forward(self, vision: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """vision: (B, P, D), text: (B, L, D) -> the two experts' outputs, kept apart (never copied into one
+        sequence: the modalities meet only in the joint attention)."""
         return self.A(vision), self.B(text)
 
 
@@ -58,14 +54,14 @@ class MultiwayAttention(nn.Module):
         head_dim = dim // self.num_heads
 
         def heads(projection: Multiway) -> torch.Tensor:
-            joined = torch.cat(projection.pair(vision, text), dim=1)
+            joined = torch.cat(projection(vision, text), dim=1)
             return joined.view(batch, length, self.num_heads, head_dim).transpose(1, 2)
 
         q, k, v = (heads(p) for p in (self.q_proj, self.k_proj, self.v_proj))
         mask = None if key_padding is None else ~key_padding[:, None, None, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         attended = attended.transpose(1, 2).reshape(batch, length, dim)
-        return self.out_proj.pair(*self.inner_attn_ln.pair(*attended.split([split, length - split], dim=1)))
+        return self.out_proj(*self.inner_attn_ln(*attended.split([split, length - split], dim=1)))
 
 
 class FeedForward(nn.Module):
@@ -96,9 +92,9 @@ class EncoderLayer(nn.Module):
         self, vision: torch.Tensor, text: torch.Tensor, key_padding: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """vision: (B, P, D), text: (B, L, D) -> the same shapes."""
-        attended = self.self_attn(*self.self_attn_layer_norm.pair(vision, text), key_padding)
+        attended = self.self_attn(*self.self_attn_layer_norm(vision, text), key_padding)
         vision, text = vision + attended[0], text + attended[1]
-        fed = self.ffn.pair(*self.final_layer_norm.pair(vision, text))
+        fed = self.ffn(*self.final_layer_norm(vision, text))
         return vision + fed[0], text + fed[1]
 
 
@@ -189,7 +185,7 @@ class BEiT3(nn.Module):
         # in the joint attention.
         for layer in self.encoder.layers:
             vision, text = layer(vision, text, key_padding)
-        vision, text = self.encoder.layer_norm.pair(vision, text)
+        vision, text = self.encoder.layer_norm(vision, text)
         return BEiT3Output(
             class_token=vision[:, 0],
             visual_tokens=vision[:, 1:],

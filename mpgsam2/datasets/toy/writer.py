@@ -100,8 +100,8 @@ def write_object_meta(root: str | Path, split: str, objects: dict[str, dict]) ->
     return path
 
 
-def _no_wait() -> None:
-    pass
+def no_wait() -> None:
+    """The barrier of a single process: nothing to wait for."""
 
 
 def write_toy_dataset(
@@ -113,7 +113,7 @@ def write_toy_dataset(
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     rank: int = 0,
     world_size: int = 1,
-    barrier: Callable[[], None] = _no_wait,
+    barrier: Callable[[], None] = no_wait,
 ) -> Path:
     """Write the clips of seeds ``seed`` to ``seed + num_videos - 1`` under ``root``; returns ``root``.
 
@@ -199,7 +199,7 @@ def prepare_toy_split(
     options: dict,
     rank: int = 0,
     world_size: int = 1,
-    barrier: Callable[[], None] = _no_wait,
+    barrier: Callable[[], None] = no_wait,
 ) -> None:
     """Write the toy split that a dataset spec's ``toy`` mapping asks for, unless it is already there.
 
