@@ -169,3 +169,44 @@ def test_attention_in_query_chunks_and_with_padded_keys_is_unchanged():
         reference, _ = module(query, key, key, key_padding_mask=padding)
     torch.testing.assert_close(chunked, whole)
     torch.testing.assert_close(whole, reference, atol=1e-6, rtol=1e-5)
+
+
+def test_sine_cosine_positions_give_rows_and_columns_linearly():
+    from mpgsam2.modeling.beit3 import sine_cosine_positions
+
+    grid, dim = 14, 128
+    codes = sine_cosine_positions(grid, dim).double()
+    assert codes.shape == (grid * grid, dim)
+    design = torch.cat([codes, torch.ones(grid * grid, 1, dtype=torch.float64)], dim=1)
+    rows = torch.arange(grid, dtype=torch.float64).repeat_interleave(grid)
+    columns = torch.arange(grid, dtype=torch.float64).repeat(grid)
+    for coordinate in (rows, columns):
+        fitted = design @ torch.linalg.lstsq(design, coordinate[:, None]).solution
+        assert torch.allclose(fitted[:, 0], coordinate, atol=1e-6)
+    # Codes of nearby patches are closer than codes of distant ones, in both directions.
+    table = codes.reshape(grid, grid, dim)
+    assert torch.dist(table[3, 3], table[3, 4]) < torch.dist(table[3, 3], table[3, 10])
+    assert torch.dist(table[3, 3], table[4, 3]) < torch.dist(table[3, 3], table[10, 3])
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sine_cosine_positions(grid, 130)
+
+
+def test_training_a_preset_can_start_its_vision_positions_on_the_grid(tmp_path):
+    from mpgsam2.modeling.beit3 import sine_cosine_positions
+    from mpgsam2.training import ModelSpec, build_training_model
+
+    model, _, _ = build_training_model(ModelSpec(init="test", seed=0, vision_positions="sine_cosine"))
+    beit3 = model.multimodal_encoder
+    config = beit3.config
+    table = beit3.encoder.embed_positions.A.weight
+    first_patch = config.position_offset + 1
+    assert torch.equal(table[first_patch:], sine_cosine_positions(config.grid_size, config.embed_dim))
+    assert not table[:first_patch].any() and table.requires_grad
+    # Everything else is the seed's usual weights.
+    plain, _, _ = build_training_model(ModelSpec(init="test", seed=0))
+    others = {k: v for k, v in plain.state_dict().items() if "embed_positions.A" not in k}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in others.items())
+    with pytest.raises(ValueError, match="choose one of"):
+        ModelSpec(init="test", vision_positions="learned")
+    with pytest.raises(ValueError, match="keeps its own"):
+        build_training_model(ModelSpec(init=str(tmp_path), vision_positions="sine_cosine"))

@@ -13,7 +13,7 @@ import torch
 from mpgsam2 import VideoPredictor, build_model, get_config, load_model, load_tokenizer, save_pretrained
 from mpgsam2.checkpoints import config_from_state_dict, read_config_hints, read_weights
 from mpgsam2.datasets import ClipTransform, RawClip
-from mpgsam2.datasets.toy import VOCABULARY, ToyConfig, generate_toy_clip
+from mpgsam2.datasets.toy import VOCABULARY, ToyConfig, ToyExpression, generate_toy_clip
 from mpgsam2.modeling.config import HIERA_PRESETS
 from mpgsam2.modeling.sam2_adapter import SAM2_DECODER_WIDTHS
 from mpgsam2.tokenizer import TOY_TOKENIZER
@@ -240,6 +240,21 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     absent = bench.hidden_reported_absent(scores, truth)
     assert len(absent) == int(hidden * len(truth)) and all(absent)
     assert not any(bench.hidden_reported_absent(np.ones(len(truth)), truth))
+
+    # Where a position expression's prior lands: the words of the shape itself, not of the one it passes.
+    spoken = bench.spoken_attributes
+    assert spoken(ToyExpression("the small star that goes behind the red square", 1, "behind")) == {
+        "size": "small",
+        "shape": "star",
+    }
+    assert spoken(ToyExpression("the blue shape on the left", 1, "position")) == {"colour": "blue"}
+    labels = clip.labels[0]
+    for object_id in np.unique(labels)[1:]:
+        rows, columns = np.nonzero(labels == object_id)
+        own = rows // (labels.shape[0] // grid) * grid + columns // (labels.shape[1] // grid)
+        cells = np.zeros(grid * grid, dtype=np.float32)
+        cells[np.bincount(own, minlength=grid * grid).argmax()] = 1.0
+        assert object_id in bench.peak_owners(cells.reshape(grid, grid), labels)
 
     folder = save_pretrained(toy_model, tmp_path / "toy", TOY_TOKENIZER)
     out = tmp_path / "toy.json"

@@ -123,6 +123,27 @@ class PositionTables(nn.Module):
         self.B = nn.Embedding(config.max_text_positions, config.embed_dim)
 
 
+def sine_cosine_positions(grid_size: int, dim: int) -> torch.Tensor:
+    """(grid_size**2, dim) 2-D sine-cosine codes of the row-major patch grid: the first half of the channels
+    codes the row, the second the column, each as sines and cosines of ``dim // 4`` frequencies.
+
+    The frequencies go geometrically from ``pi / grid_size`` (half a period across the image, so that the
+    sine of the lowest one, taken about the grid's centre, grows steadily from one edge to the other and a
+    linear read-out gives the coordinate) to ``pi`` (neighbouring patches in opposite phase).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sine-cosine codes need a width divisible by 4, not {dim}.")
+    bands = dim // 4
+    exponents = torch.arange(bands, dtype=torch.float64) / max(bands - 1, 1)
+    frequencies = torch.pi * float(grid_size) ** (exponents - 1)  # (bands,)
+    coordinates = torch.arange(grid_size, dtype=torch.float64) - (grid_size - 1) / 2
+    angles = coordinates[:, None] * frequencies  # (grid, bands)
+    codes = torch.cat([angles.sin(), angles.cos()], dim=1)  # (grid, dim // 2)
+    rows = codes[:, None, :].expand(grid_size, grid_size, -1)
+    columns = codes[None, :, :].expand(grid_size, grid_size, -1)
+    return torch.cat([rows, columns], dim=-1).reshape(grid_size**2, dim).float()
+
+
 class Encoder(nn.Module):
     def __init__(self, config: BEiT3Config):
         super().__init__()
@@ -151,6 +172,22 @@ class BEiT3(nn.Module):
         self.text_embed = nn.Embedding(config.vocab_size, config.embed_dim)
         self.vision_embed = VisionEmbedding(config)
         self.encoder = Encoder(config)
+
+    @torch.no_grad()
+    def start_positions_on_grid(self) -> None:
+        """Set the learned vision position table to 2-D sine-cosine codes (:func:`sine_cosine_positions`),
+        the class token's row and the unused rows before it to 0.
+
+        For training from scratch: random rows are codes of positions with nothing in common between
+        neighbours, from which no linear read-out gives a patch's row or column (196 codes in 128 channels
+        for the ``toy`` preset), so "the shape on the left" has no direction to start from. The table stays
+        a parameter that trains, and checkpoints keep their layout.
+        """
+        table = self.encoder.embed_positions.A.weight
+        first_patch = self.encoder.position_offset + 1  # after the class token's row
+        codes = sine_cosine_positions(self.config.grid_size, self.config.embed_dim)
+        table.zero_()
+        table[first_patch : first_patch + codes.shape[0]] = codes.to(table)
 
     def forward(
         self, images: torch.Tensor, input_ids: torch.Tensor, text_padding: torch.Tensor | None = None

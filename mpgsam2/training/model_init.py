@@ -71,6 +71,8 @@ def build_training_model(spec: ModelSpec) -> tuple[MPGSAM2, ExpressionTokenizer,
     """The model to train, its tokenizer and the tokenizer's sentencepiece file (copied into checkpoints)."""
     if spec.init in PRESETS:
         model = build_model(_with_switches(get_config(spec.init), spec), seed=spec.seed)
+        if spec.vision_positions == "sine_cosine":
+            model.multimodal_encoder.start_positions_on_grid()
         if spec.sam2_checkpoint:
             _load_submodule(model.sam2, spec.sam2_checkpoint, "", "SAM 2")
         if spec.beit3_checkpoint:
@@ -79,6 +81,11 @@ def build_training_model(spec: ModelSpec) -> tuple[MPGSAM2, ExpressionTokenizer,
             raise ValueError("Training a preset from scratch needs model.tokenizer (BEiT-3's beit3.spm).")
         spm = find_tokenizer_file(spec.tokenizer or BUNDLED_TOKENIZERS[spec.init])
     else:
+        if spec.vision_positions != "random":
+            raise ValueError(
+                "model.vision_positions sets how a preset's position table starts; a trained model "
+                f"({spec.init}) keeps its own (leave it at 'random')."
+            )
         path = resolve_source(spec.init)
         state = read_weights(weights_file(path))
         config = _with_switches(config_from_state_dict(state, read_config_hints(path)), spec)

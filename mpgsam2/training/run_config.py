@@ -25,6 +25,10 @@ def _check_keys(section: str, data: dict, allowed: Sequence[str]) -> None:
         raise ValueError(f"Unknown option(s) {unknown} in '{section}'; allowed: {sorted(allowed)}.")
 
 
+#: How a preset's BEiT-3 vision position table can start (``model.vision_positions``).
+VISION_POSITION_STARTS = ("random", "sine_cosine")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Where the weights to train come from, and the ablation switches.
@@ -44,6 +48,16 @@ class ModelSpec:
     tokenizer: str | None = None  # beit3.spm or a folder; default: the init checkpoint's
     aggregator: dict = field(default_factory=dict)
     mask_prior: dict = field(default_factory=dict)
+    # Not official, presets only: how BEiT-3's vision position table starts. "random" (the rest of the
+    # weights' rule) or "sine_cosine": 2-D codes of the patch grid (mpgsam2.modeling.beit3.sine_cosine_positions).
+    vision_positions: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.vision_positions not in VISION_POSITION_STARTS:
+            raise ValueError(
+                f"Unknown model.vision_positions {self.vision_positions!r}; "
+                f"choose one of {VISION_POSITION_STARTS}."
+            )
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
-from .referring import ATTRIBUTES
+from .referring import ATTRIBUTES, matches
 from .scene import ToyConfig, ToyExpression
 from .vocabulary import COLOURS, SHAPES, SIZES
 
@@ -206,9 +206,35 @@ class GroundingScores:
     by_target_size: dict[str, float]
     attributes_by_words: dict[str, float]  # attribute expressions, by the attributes they name
     shape_words_by_size: dict[str, float]  # attribute expressions with a shape word and no colour word
+    # Position expressions ("the circle on the left"): the fraction of their frames whose strongest cell is
+    # on the target, and on another shape that their attribute words fit (a look-alike: the words are
+    # understood, the direction is not), and the hits among those two (0.5 for a choice by chance between
+    # two look-alikes).
+    position_on_lookalike: float = float("nan")
+    position_target_among_lookalikes: float = float("nan")
 
     def as_dict(self) -> dict:
         return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
+
+
+def spoken_attributes(expression: ToyExpression) -> dict[str, str]:
+    """The size, colour and shape words of an expression's own description, before what it says about
+    another shape: ``"the small star that goes behind the red square"`` -> ``{"size": "small", "shape":
+    "star"}``."""
+    own = expression.text.split(" that ", 1)[0].split()
+    return {name: word for word in own for name, values in _WORDS.items() if word in values}
+
+
+def peak_owners(prior: np.ndarray, labels: np.ndarray) -> set[int]:
+    """The object ids seen in the cell of a (g, g) prior's strongest cell ((H, W) ``labels``: 0 = background)."""
+    grid = prior.shape[-1]
+    height, width = labels.shape
+    row, column = np.unravel_index(int(np.argmax(prior)), prior.shape)
+    cell = labels[
+        row * height // grid : (row + 1) * height // grid,
+        column * width // grid : (column + 1) * width // grid,
+    ]
+    return set(np.unique(cell).tolist()) - {0}
 
 
 def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_PHRASING) -> GroundingScores:
@@ -225,13 +251,26 @@ def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_P
         "shape_words_by_size": defaultdict(list),
     }
     every: list[bool] = []
+    position_places: list[str] = []  # per frame of a position expression: "target", "lookalike" or "other"
     count = 0
     for seed in seeds:
         count += 1
         clip = generate_toy_clip(seed, config)
+        labels = clip.labels
         session = predictor.init_session(clip.frames, [e.text for e in clip.expressions])
         for expression, context in zip(clip.expressions, session.contexts):
-            hits = prior_hits(context.priors.cpu().numpy(), clip.target_masks(expression))
+            priors = context.priors.cpu().numpy()
+            hits = prior_hits(priors, clip.target_masks(expression))
+            if expression.kind == "position":
+                words = spoken_attributes(expression)
+                for frame in np.flatnonzero(clip.target_masks(expression).reshape(len(priors), -1).any(-1)):
+                    owners = peak_owners(priors[frame], labels[frame])
+                    if expression.object_id in owners:
+                        position_places.append("target")
+                    elif any(matches(clip.objects[k - 1], words) for k in owners):
+                        position_places.append("lookalike")
+                    else:
+                        position_places.append("other")
             size = clip.objects[expression.object_id - 1].size
             every += hits
             groups["by_kind"][expression.kind] += hits
@@ -245,9 +284,14 @@ def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_P
         name: {key: float(np.mean(hits)) for key, hits in sorted(group.items()) if hits}
         for name, group in groups.items()
     }
+    on_target, on_lookalike = position_places.count("target"), position_places.count("lookalike")
     return GroundingScores(
         clips=count,
         frames=len(every),
         prior_on_target=float(np.mean(every)) if every else float("nan"),
         **means,
+        position_on_lookalike=on_lookalike / len(position_places) if position_places else float("nan"),
+        position_target_among_lookalikes=(
+            on_target / (on_target + on_lookalike) if on_target + on_lookalike else float("nan")
+        ),
     )
