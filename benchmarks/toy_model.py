@@ -13,7 +13,7 @@ with several expressions, with their counts. ``--oracle-prior`` gives the single
 prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
 of :func:`mpgsam2.datasets.toy.scoring.score_grounding`: where the priors of every phrasing of every target
 point (BEiT-3 and the mask prior generator alone), by kind of expression, target size and the attributes
-named: which words the model has learned. ``--patch-tokens`` prints instead the figures of
+named, and for position expressions how often the peak is on a look-alike: which words the model has learned. ``--patch-tokens`` prints instead the figures of
 :func:`mpgsam2.datasets.toy.probing.probe_patch_tokens`: linear read-outs of the colour, the kind and the size
 of the shape under each of BEiT-3's patch tokens, fitted on the first three quarters of the clips and scored on
 the rest, with each attribute's chance level: what the image encoder sees.
