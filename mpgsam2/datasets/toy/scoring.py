@@ -56,19 +56,18 @@ def prior_hits(priors: np.ndarray, truth: np.ndarray) -> list[bool]:
     Args:
         priors: (T, g, g) prior probabilities; truth: (T, H, W) bool.
     """
-    grid = priors.shape[-1]
-    height, width = truth.shape[1:]
-    hits = []
-    for prior, mask in zip(priors, truth):
-        if not mask.any():
-            continue
-        row, column = np.unravel_index(int(np.argmax(prior)), prior.shape)
-        cell = mask[
-            row * height // grid : (row + 1) * height // grid,
-            column * width // grid : (column + 1) * width // grid,
-        ]
-        hits.append(bool(cell.any()))
-    return hits
+    return [bool(peak_cell(prior, mask).any()) for prior, mask in zip(priors, truth) if mask.any()]
+
+
+def peak_cell(prior: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """The part of an (H, W) ``image`` (a mask, a label map) under the strongest cell of a (g, g) prior."""
+    grid = prior.shape[-1]
+    height, width = image.shape
+    row, column = np.unravel_index(int(np.argmax(prior)), prior.shape)
+    return image[
+        row * height // grid : (row + 1) * height // grid,
+        column * width // grid : (column + 1) * width // grid,
+    ]
 
 
 def hidden_reported_absent(object_scores: np.ndarray, truth: np.ndarray) -> list[bool]:
@@ -187,11 +186,19 @@ EVERY_PHRASING = ToyConfig(max_expressions=4, expressions_per_object=4)
 _WORDS = {"size": set(SIZES), "colour": set(COLOURS), "shape": set(SHAPES)}
 
 
+def spoken_attributes(expression: ToyExpression) -> dict[str, str]:
+    """The size, colour and shape words of an expression's own description, before what it says about
+    another shape: ``"the small star that goes behind the red square"`` -> ``{"size": "small", "shape":
+    "star"}``."""
+    own = expression.text.split(" that ", 1)[0].split()
+    return {name: word for word in own for name, values in _WORDS.items() if word in values}
+
+
 def named_attributes(expression: ToyExpression) -> str:
     """The attributes an attribute expression names, in spoken order: ``"the small star"`` -> ``"size+shape"``
     (``"none"`` for ``"the shape"``)."""
-    words = set(expression.text.split())
-    return "+".join(name for name in ATTRIBUTES if words & _WORDS[name]) or "none"
+    spoken = spoken_attributes(expression)
+    return "+".join(name for name in ATTRIBUTES if name in spoken) or "none"
 
 
 @dataclass(frozen=True)
@@ -217,24 +224,9 @@ class GroundingScores:
         return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
 
 
-def spoken_attributes(expression: ToyExpression) -> dict[str, str]:
-    """The size, colour and shape words of an expression's own description, before what it says about
-    another shape: ``"the small star that goes behind the red square"`` -> ``{"size": "small", "shape":
-    "star"}``."""
-    own = expression.text.split(" that ", 1)[0].split()
-    return {name: word for word in own for name, values in _WORDS.items() if word in values}
-
-
 def peak_owners(prior: np.ndarray, labels: np.ndarray) -> set[int]:
     """The object ids seen in the cell of a (g, g) prior's strongest cell ((H, W) ``labels``: 0 = background)."""
-    grid = prior.shape[-1]
-    height, width = labels.shape
-    row, column = np.unravel_index(int(np.argmax(prior)), prior.shape)
-    cell = labels[
-        row * height // grid : (row + 1) * height // grid,
-        column * width // grid : (column + 1) * width // grid,
-    ]
-    return set(np.unique(cell).tolist()) - {0}
+    return set(np.unique(peak_cell(prior, labels)).tolist()) - {0}
 
 
 def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_PHRASING) -> GroundingScores:
@@ -259,11 +251,11 @@ def score_grounding(predictor, seeds: Iterable[int], config: ToyConfig = EVERY_P
         labels = clip.labels
         session = predictor.init_session(clip.frames, [e.text for e in clip.expressions])
         for expression, context in zip(clip.expressions, session.contexts):
-            priors = context.priors.cpu().numpy()
-            hits = prior_hits(priors, clip.target_masks(expression))
+            priors, truth = context.priors.cpu().numpy(), clip.target_masks(expression)
+            hits = prior_hits(priors, truth)
             if expression.kind == "position":
                 words = spoken_attributes(expression)
-                for frame in np.flatnonzero(clip.target_masks(expression).reshape(len(priors), -1).any(-1)):
+                for frame in np.flatnonzero(truth.reshape(len(truth), -1).any(-1)):
                     owners = peak_owners(priors[frame], labels[frame])
                     if expression.object_id in owners:
                         position_places.append("target")
