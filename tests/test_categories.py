@@ -14,8 +14,12 @@ import torch
 from mpgsam2 import build_model, load_tokenizer
 from mpgsam2.datasets import DatasetSpec
 from mpgsam2.datasets.object_categories import (
+    DIRECTIONS,
+    EXTREME_GROUPS,
     IGNORED,
+    NO_EXTREME,
     PatchCategories,
+    extreme_targets,
     object_meta_path,
     owned_patches,
     read_object_categories,
@@ -26,6 +30,7 @@ from mpgsam2.datasets.toy.writer import prepare_toy_split
 from mpgsam2.inference.frames import preprocess
 from mpgsam2.tokenizer import TOY_TOKENIZER
 from mpgsam2.training import (
+    CategoriesForward,
     CategoriesSpec,
     DistributedContext,
     build_categories_set,
@@ -241,3 +246,115 @@ def test_a_run_keeps_the_categories_head_training_beside_the_later_stages_and_re
     for option in ("grounding.categories=1", "loss.categories=1"):
         with pytest.raises(ValueError, match="need categories.steps above 0"):
             load_config(toy, [option, "categories.steps=0"])
+
+
+def square(centre: tuple[int, int], size: int = 64, half: int = 3) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    mask[centre[0] - half : centre[0] + half, centre[1] - half : centre[1] + half] = True
+    return mask
+
+
+def test_extreme_targets_say_which_object_is_farthest_each_way_among_all_and_among_its_kind():
+    # Two circles (left, high; right, low), a square in the middle, a star off the frame.
+    masks = np.stack([square((10, 10)), square((50, 54)), square((30, 30)), np.zeros((64, 64), bool)])
+    kinds = ["circle", "circle", "square", "star"]
+    targets = extreme_targets(masks, kinds).view(4, len(EXTREME_GROUPS), len(DIRECTIONS))
+    left, right, top, bottom = range(4)
+    everything, own_kind = EXTREME_GROUPS.index("all"), EXTREME_GROUPS.index("category")
+    assert targets[0, everything].tolist() == [1, 0, 1, 0]
+    assert targets[1, everything].tolist() == [0, 1, 0, 1]
+    assert targets[2, everything].tolist() == [0, 0, 0, 0]  # between the two in both ways
+    assert targets[0, own_kind].tolist() == [1, 0, 1, 0] and targets[1, own_kind, right] == 1
+    assert (targets[2, own_kind] == NO_EXTREME).all()  # the only square: no other to compare with
+    assert (targets[3] == NO_EXTREME).all()  # not in view
+    # Alone in view, nothing is beyond anything.
+    alone = extreme_targets(masks[:1], kinds[:1])
+    assert (alone == NO_EXTREME).all() and alone.shape == (1, len(EXTREME_GROUPS) * len(DIRECTIONS))
+    assert [left, right, top, bottom] == [
+        list(DIRECTIONS).index(d) for d in ("left", "right", "top", "bottom")
+    ]
+
+
+def test_with_extremes_each_owned_patch_also_carries_its_shapes_extreme_targets(toy_root):
+    model = build_model("toy", seed=0)
+    plain = frames_of(toy_root, model, seed=3)
+    dataset = frames_of(toy_root, model, seed=3, extremes=True)
+    grid = model.config.beit3.grid_size
+    said = 0
+    for index in (0, 5, 11, 20):
+        (image, labels), (same_image, kinds) = dataset[index], plain[index]
+        assert torch.equal(image, same_image) and labels.shape == (grid * grid, 1 + 8)
+        assert torch.equal(labels[:, 0], kinds)
+        clip = generate_toy_clip(FIRST_SEED + index)
+        video = video_name(FIRST_SEED + index)
+        shown = [dataset_image(dataset, video, t) for t in range(clip.frames.shape[0])]
+        frame = next(t for t, candidate in enumerate(shown) if torch.equal(candidate, image))
+        owned, owner = owned_patches(clip.masks[:, frame : frame + 1], grid)
+        expected = extreme_targets(clip.masks[:, frame], [shape.shape for shape in clip.objects])
+        assert torch.equal(labels[owned[0], 1:], expected[owner[0][owned[0]]])
+        assert (labels[~owned[0], 1:] == NO_EXTREME).all()
+        said += int((labels[:, 1:] != NO_EXTREME).sum())
+    assert said > 0
+
+
+def test_the_extremes_head_adds_its_weighted_loss_and_trains_beside_the_categories(toy_root):
+    torch.manual_seed(0)
+    model = build_model("toy", seed=0)
+    tokenizer = load_tokenizer(TOY_TOKENIZER)
+    dataset = frames_of(toy_root, model, seed=3, extremes=True)
+    images = torch.stack([dataset[i][0] for i in range(6)])
+    labels = torch.stack([dataset[i][1] for i in range(6)])
+    input_ids = tokenizer.encode(NEUTRAL_EXPRESSION).input_ids
+    forward = CategoriesForward(model, len(dataset.categories), extremes=0.5)
+    terms = forward(images, input_ids, labels)
+    alone = CategoriesForward(model, len(dataset.categories))
+    alone.head.load_state_dict(forward.head.state_dict())
+    kinds_only = alone(images, input_ids, labels[..., 0])
+    # The same kinds' loss, plus half the binary cross-entropy of the targets that say something.
+    tokens = model.multimodal_encoder(images, input_ids[None].expand(6, -1)).visual_tokens.flatten(0, 1)
+    relations = labels[..., 1:].flatten(0, 1)
+    said = relations != NO_EXTREME
+    expected = float(
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            forward.extreme_head(tokens)[said].detach(), relations[said].float()
+        )
+    )
+    assert float(terms["loss_extremes"]) == pytest.approx(expected, rel=1e-5)
+    total, kinds_loss = float(terms["loss"].detach()), float(kinds_only["loss"].detach())
+    assert total == pytest.approx(kinds_loss + 0.5 * expected, rel=1e-5)
+    assert 0 <= terms["extremes_accuracy"] <= 1 and terms["accuracy"] == kinds_only["accuracy"]
+    terms["loss"].backward()
+    assert forward.extreme_head.weight.grad.abs().sum() > 0
+    assert set(dict(forward.heads().named_parameters())) == {
+        "categories.weight",
+        "categories.bias",
+        "extremes.weight",
+        "extremes.bias",
+    }
+    with pytest.raises(ValueError, match="extreme targets"):
+        forward(images, input_ids, labels[..., 0])
+    with pytest.raises(ValueError, match="extremes"):
+        CategoriesSpec(extremes=-1)
+
+
+def test_a_run_with_extremes_keeps_both_heads_training_through_every_stage_and_resumes_exactly(tmp_path):
+    from mpgsam2.training import train
+    from mpgsam2.training.resume import STATE_FILE
+
+    toy = ROOT / "configs" / "toy.json"
+    options = ["loss.categories=1", "categories.extremes=1"]
+    straight = train(load_config(toy, kept_run_overrides(tmp_path / "a", *options)))
+    for log in ("categories_log.jsonl", "grounding_log.jsonl", "log.jsonl"):
+        rows = read_log(tmp_path / "a" / log)
+        assert rows and all(r["loss_extremes"] > 0 and 0 <= r["extremes_accuracy"] <= 1 for r in rows), log
+    heads = [
+        torch.load(tmp_path / "a" / f"checkpoint-{step}" / STATE_FILE, weights_only=True)["categories_head"]
+        for step in (2, 3)
+    ]
+    assert not torch.equal(heads[0]["extremes.weight"], heads[1]["extremes.weight"])
+    resumed = train(
+        load_config(toy, kept_run_overrides(tmp_path / "b", *options)),
+        resume=str(tmp_path / "a" / "checkpoint-2"),
+    )
+    for name, value in straight["history"][2].items():
+        assert resumed["history"][0][name] == pytest.approx(value, rel=1e-5), name

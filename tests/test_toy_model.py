@@ -267,6 +267,7 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     assert figures["seeds"] == [900_000, 900_001] and figures["multi_expressions"] >= 2
     for name in ("single_jf", "multi_jf", "hidden_absent", "prior_on_target"):
         assert 0.0 <= figures[name] <= 1.0, name
+    assert sum(figures["hidden_frames_by_kind"].values()) == figures["hidden_frames"]
 
 
 def test_the_toy_benchmarks_read_the_patch_tokens_and_teach_the_kinds(toy_model, tmp_path):

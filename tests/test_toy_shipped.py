@@ -143,6 +143,9 @@ def test_the_toy_model_follows_held_out_targets(toy_predictor):
     assert sum(scores.single_count_by_kind.values()) == scores.clips
     assert sum(scores.multi_count_by_kind.values()) == scores.multi_expressions
     assert set(scores.multi_jf_by_kind) == set(scores.multi_count_by_kind)
+    assert sum(scores.hidden_frames_by_kind.values()) == scores.hidden_frames
+    weighted = sum(scores.hidden_absent_by_kind[k] * n for k, n in scores.hidden_frames_by_kind.items())
+    assert weighted == pytest.approx(scores.hidden_absent * scores.hidden_frames)
 
 
 @pytest.mark.slow

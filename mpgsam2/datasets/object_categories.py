@@ -30,6 +30,12 @@ OBJECT_META = "meta.json"
 OWNED_SHARE = 0.5
 #: The label of a patch that no object owns (background, or shared by several): cross-entropy skips it.
 IGNORED = -100
+#: The directions of the extremes (see :func:`extreme_targets`): (image axis, sign), axis 0 the rows.
+DIRECTIONS = {"left": (1, -1), "right": (1, 1), "top": (0, -1), "bottom": (0, 1)}
+#: Among which objects an extreme is taken: every object in view, or those of the object's own category.
+EXTREME_GROUPS = ("all", "category")
+#: A target of :func:`extreme_targets` that says nothing (the object is not in view, or alone in its group).
+NO_EXTREME = -1
 
 
 def object_meta_path(root: str | Path, split: str) -> Path:
@@ -65,6 +71,38 @@ def owned_patches(masks: np.ndarray, grid: int) -> tuple[torch.Tensor, torch.Ten
     return best > OWNED_SHARE, owner
 
 
+def extreme_targets(masks: np.ndarray, categories: list[str]) -> torch.Tensor:
+    """Whether each object is the farthest one in each direction, among all objects in view and among
+    those of its category: the relations that "the circle on the left" asks about.
+
+    Args:
+        masks: (K, H, W) bool visible masks of K objects on one frame.
+        categories: the K objects' categories.
+    Returns:
+        (K, G * D) int64, G = len(EXTREME_GROUPS) and D = len(DIRECTIONS) (group-major): 1 where the object's
+        centre is beyond every other centre of the group in that direction, 0 where it is not,
+        :data:`NO_EXTREME` where the object is not in view or no other member of the group is.
+    """
+    in_view = masks.reshape(len(masks), -1).any(-1)
+    centres = np.zeros((len(masks), 2))
+    for k in np.flatnonzero(in_view):
+        centres[k] = np.argwhere(masks[k]).mean(0)
+    targets = torch.full((len(masks), len(EXTREME_GROUPS) * len(DIRECTIONS)), NO_EXTREME, dtype=torch.int64)
+    for k in np.flatnonzero(in_view):
+        for g, group in enumerate(EXTREME_GROUPS):
+            others = [
+                j
+                for j in np.flatnonzero(in_view)
+                if j != k and (group == "all" or categories[j] == categories[k])
+            ]
+            if not others:
+                continue
+            for d, (axis, sign) in enumerate(DIRECTIONS.values()):
+                beyond = all(sign * (centres[k, axis] - centres[j, axis]) > 0 for j in others)
+                targets[k, g * len(DIRECTIONS) + d] = int(beyond)
+    return targets
+
+
 class PatchCategories(Dataset):
     """One frame of each video of a split (another at each epoch), with the category of each patch.
 
@@ -74,9 +112,11 @@ class PatchCategories(Dataset):
         grid: BEiT-3's patches per side (``image_size // patch_size``).
         categories: the label order; default: the split's categories, sorted. Objects of other categories
             are left out of the labels.
+        extremes: also label each owned patch with its object's :func:`extreme_targets`.
     Items:
         ``(image, labels)``: (3, image_size, image_size) float32, and (grid * grid,) int64 category indices,
-        :data:`IGNORED` where no object owns the patch.
+        :data:`IGNORED` where no object owns the patch; with ``extremes``, (grid * grid, 1 + G * D): the
+        category, then the owner's extreme targets (:data:`NO_EXTREME` where no object owns the patch).
     """
 
     def __init__(
@@ -90,6 +130,7 @@ class PatchCategories(Dataset):
         seed: int = 0,
         max_videos: int | None = None,
         categories: tuple[str, ...] | None = None,
+        extremes: bool = False,
     ):
         self.benchmark = BenchmarkSplit(root, split, max_videos, require_ground_truth=True)
         if self.benchmark.annotation_root is None:
@@ -105,6 +146,7 @@ class PatchCategories(Dataset):
         self.categories = categories or tuple(sorted({c for o in self.objects.values() for c in o.values()}))
         self.image_size, self.mean, self.std, self.grid = image_size, mean, std, grid
         self.seed, self.epoch = seed, 0
+        self.extremes = extremes
 
     def set_epoch(self, epoch: int) -> None:
         """Draw other frames: each (seed, epoch, video) picks its own."""
@@ -123,15 +165,23 @@ class PatchCategories(Dataset):
         return image, self.patch_labels(video, names[frame])
 
     def patch_labels(self, video: str, frame_name: str) -> torch.Tensor:
-        """(grid * grid,) int64: the category index of the object owning each patch of one frame."""
-        labels = torch.full((self.grid * self.grid,), IGNORED, dtype=torch.int64)
+        """(grid * grid,) int64: the category index of the object owning each patch of one frame; with
+        ``extremes``, (grid * grid, 1 + G * D) with its extreme targets after it (see the class)."""
+        patches = self.grid * self.grid
+        labels = torch.full((patches,), IGNORED, dtype=torch.int64)
+        relations = torch.full(
+            (patches, len(EXTREME_GROUPS) * len(DIRECTIONS)), NO_EXTREME, dtype=torch.int64
+        )
         path = self.benchmark.annotation_root / video / f"{frame_name}.png"
         known = [(i, c) for i, c in self.objects[video].items() if c in self.categories]
-        if not path.is_file() or not known:
-            return labels  # an unannotated frame teaches nothing
-        with Image.open(path) as png:
-            ids = np.asarray(png.convert("P") if png.mode not in ("P", "L") else png)
-        masks = np.stack([ids == obj_id for obj_id, _ in known])[:, None]
-        owned, owner = owned_patches(masks, self.grid)
-        index = torch.tensor([self.categories.index(c) for _, c in known])
-        return torch.where(owned[0], index[owner[0]], labels)
+        if path.is_file() and known:  # an unannotated frame teaches nothing
+            with Image.open(path) as png:
+                ids = np.asarray(png.convert("P") if png.mode not in ("P", "L") else png)
+            masks = np.stack([ids == obj_id for obj_id, _ in known])
+            owned, owner = owned_patches(masks[:, None], self.grid)
+            index = torch.tensor([self.categories.index(c) for _, c in known])
+            labels = torch.where(owned[0], index[owner[0]], labels)
+            if self.extremes:
+                targets = extreme_targets(masks, [c for _, c in known])[owner[0]]
+                relations = torch.where(owned[0, :, None], targets, relations)
+        return torch.cat([labels[:, None], relations], 1) if self.extremes else labels

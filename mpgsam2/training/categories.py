@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..datasets.object_categories import IGNORED, PatchCategories, object_meta_path
+from ..datasets.object_categories import (
+    DIRECTIONS,
+    EXTREME_GROUPS,
+    IGNORED,
+    NO_EXTREME,
+    PatchCategories,
+    object_meta_path,
+)
 from ..datasets.registry import DatasetSpec, TrainingSet, prepare_generated
 from ..modeling.model import MPGSAM2
 from ..tokenizer import ExpressionTokenizer
@@ -56,43 +63,93 @@ class CategoriesSpec:
     # Frames per process and step of the categories loss kept on in a later stage (``grounding.categories``,
     # ``loss.categories``).
     kept_batch_size: int = 8
+    # The weight of a second head's loss beside the categories': whether the object under each patch is the
+    # farthest one in each direction, among all objects and among those of its category
+    # (:func:`mpgsam2.datasets.object_categories.extreme_targets`; 0: none). Position words ask for that
+    # comparison, which the prior's grounding alone did not learn (docs/TRAINING.md).
+    extremes: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.steps, self.warmup_steps) < 0 or min(self.batch_size, self.kept_batch_size) < 1:
+        if (
+            min(self.steps, self.warmup_steps, self.extremes) < 0
+            or min(self.batch_size, self.kept_batch_size) < 1
+        ):
             raise ValueError(
-                "categories.steps and warmup_steps must be at least 0, batch_size and kept_batch_size at "
-                "least 1."
+                "categories.steps, warmup_steps and extremes must be at least 0, batch_size and "
+                "kept_batch_size at least 1."
             )
 
 
 class CategoriesForward(nn.Module):
-    """The cross-entropy of a linear head's category of each owned patch token, and its accuracy.
+    """The cross-entropy of a linear head's category of each owned patch token, and its accuracy; with
+    ``extremes`` above 0, plus that weight times the binary cross-entropy of a second linear head's extreme
+    targets (:func:`mpgsam2.datasets.object_categories.extreme_targets`).
 
-    Holds BEiT-3 and the head only, so that ``DistributedDataParallel`` synchronises nothing else.
+    Holds BEiT-3 and the heads only, so that ``DistributedDataParallel`` synchronises nothing else.
     """
 
-    def __init__(self, model: MPGSAM2, num_categories: int):
+    def __init__(self, model: MPGSAM2, num_categories: int, extremes: float = 0.0):
         super().__init__()
+        width = model.config.beit3.embed_dim
         self.multimodal_encoder = model.multimodal_encoder
-        self.head = nn.Linear(model.config.beit3.embed_dim, num_categories)
+        self.head = nn.Linear(width, num_categories)
+        self.extremes = extremes
+        if extremes:
+            self.extreme_head = nn.Linear(width, len(EXTREME_GROUPS) * len(DIRECTIONS))
 
     def forward(self, images: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor) -> dict:
         """images: (B, 3, s, s); input_ids: (L,) the stage's text; labels: (B, P) category indices or
-        :data:`IGNORED`. Returns ``{"loss", "accuracy"}`` over the owned patches (0 when there are none)."""
+        :data:`IGNORED`, or with ``extremes`` (B, P, 1 + G * D), the extreme targets after the category (see
+        :class:`mpgsam2.datasets.object_categories.PatchCategories`). Returns ``{"loss", "accuracy"}`` over the
+        owned patches (0 when there are none), and with ``extremes`` ``"loss_extremes"`` (before its weight)
+        and ``"extremes_accuracy"``."""
         tokens = self.multimodal_encoder(images, input_ids[None].expand(len(images), -1)).visual_tokens
-        logits = self.head(tokens).flatten(0, 1)
-        labels = labels.flatten()
+        tokens = tokens.flatten(0, 1)
+        logits = self.head(tokens)
+        if self.extremes:
+            if labels.dim() != 3:
+                raise ValueError(
+                    "categories.extremes needs the extreme targets in the labels (extremes=True)."
+                )
+            labels, relations = labels[..., 0].flatten(), labels[..., 1:].flatten(0, 1)
+            terms = self._extreme_terms(self.extreme_head(tokens), relations)
+        else:
+            labels, terms = labels.flatten(), {}
         owned = labels != IGNORED
         if not owned.any():  # keeps every parameter in the graph, as DDP expects
-            return {"loss": logits.sum() * 0.0, "accuracy": logits.new_zeros(())}
-        loss = F.cross_entropy(logits[owned], labels[owned])
-        accuracy = (logits[owned].argmax(-1) == labels[owned]).float().mean()
-        return {"loss": loss, "accuracy": accuracy.detach()}
+            loss, accuracy = logits.sum() * 0.0, logits.new_zeros(())
+        else:
+            loss = F.cross_entropy(logits[owned], labels[owned])
+            accuracy = (logits[owned].argmax(-1) == labels[owned]).float().mean()
+        if terms:
+            loss = loss + self.extremes * terms["loss_extremes"]
+            terms["loss_extremes"] = terms["loss_extremes"].detach()
+        return {"loss": loss, "accuracy": accuracy.detach(), **terms}
+
+    def heads(self) -> nn.Module:
+        """The trained heads, for a later stage's optimiser and the checkpoints: the categories' head alone,
+        or both heads when ``extremes`` is on."""
+        if not self.extremes:
+            return self.head
+        return nn.ModuleDict({"categories": self.head, "extremes": self.extreme_head})
+
+    @staticmethod
+    def _extreme_terms(scores: torch.Tensor, relations: torch.Tensor) -> dict[str, torch.Tensor]:
+        """scores, relations: (N, G * D) logits and targets (:data:`NO_EXTREME` where there is none)."""
+        said = relations != NO_EXTREME
+        if not said.any():
+            return {"loss_extremes": scores.sum() * 0.0, "extremes_accuracy": scores.new_zeros(())}
+        loss = F.binary_cross_entropy_with_logits(scores[said], relations[said].to(scores.dtype))
+        right = ((scores[said] > 0) == (relations[said] == 1)).float().mean()
+        return {"loss_extremes": loss, "extremes_accuracy": right.detach()}
 
 
-def build_categories_set(specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0) -> TrainingSet:
+def build_categories_set(
+    specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0, extremes: bool = False
+) -> TrainingSet:
     """The frames of every training set that names its objects' categories (Ref-YouTube-VOS's ``meta.json``),
-    labelled with one category list shared by all (``.categories`` of each part)."""
+    labelled with one category list shared by all (``.categories`` of each part), and with ``extremes``
+    each patch's extreme targets too."""
     usable = []
     for spec in specs:
         prepare_generated(spec)
@@ -114,6 +171,7 @@ def build_categories_set(specs: list[DatasetSpec], model: MPGSAM2, seed: int = 0
             beit3.grid_size,
             seed,
             spec.max_items,
+            extremes=extremes,
         )
         for spec in usable
     ]
@@ -218,6 +276,7 @@ class KeptCategories(nn.Module):
             "loss": terms["loss"] + self.weight * kept["loss"],
             "loss_categories": kept["loss"].detach(),
             "categories_accuracy": kept["accuracy"],
+            **{k: v for k, v in kept.items() if k in ("loss_extremes", "extremes_accuracy")},
         }
 
 
@@ -284,6 +343,6 @@ def pretrain_categories(
             torch.nn.utils.clip_grad_norm_(parameters, clip_max_norm)
         optimizer.step()
         losses.append(float(terms["loss"].detach()))
-        terms = {"loss": losses[-1], "accuracy": float(terms["accuracy"])}
+        terms = {"loss": losses[-1], **{k: float(v) for k, v in terms.items() if k != "loss"}}
         log.add(step + 1, terms, optimizer.param_groups[0]["lr"])
     return losses

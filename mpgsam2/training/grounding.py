@@ -187,7 +187,7 @@ def pretrain_grounding(
         raise ValueError("grounding.categories needs the categories stage's head (categories.steps > 0).")
     parameters = grounding_parameters(model)
     if spec.categories:
-        parameters += [p for p in kept.forward.head.parameters() if p.requires_grad]
+        parameters += [p for p in kept.forward.heads().parameters() if p.requires_grad]
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.

@@ -117,9 +117,12 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         keep_categories = bool(config.grounding.categories or config.loss.categories)
         kept = None
         if config.categories.steps and (source is None or keep_categories):
-            categories_set = build_categories_set(list(config.train_data), model, schedule.seed)
+            extremes = config.categories.extremes
+            categories_set = build_categories_set(
+                list(config.train_data), model, schedule.seed, bool(extremes)
+            )
             num_categories = len(categories_set.datasets[0].categories)
-            categories_forward = CategoriesForward(model, num_categories).to(context.device)
+            categories_forward = CategoriesForward(model, num_categories, extremes).to(context.device)
             if source is None:
                 # A resumed run's weights already hold the stages; a fresh run starts with them.
                 pretrain_categories(
@@ -166,7 +169,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         )
         categories_head = None
         if kept is not None and config.loss.categories:
-            categories_head = kept.forward.head
+            categories_head = kept.forward.heads()
             # The head learns at the rate of the new modules.
             optimizer.add_param_group(
                 {

@@ -10,7 +10,10 @@ expression's masks, object scores and priors with the ground truth:
 * ``prior_on_target``: of the frames with a visible target, the fraction where the prior's strongest cell
   lies on the target (the grounding, before SAM 2), over the single runs;
 * ``single_jf_by_kind`` and ``multi_jf_by_kind``: the mean J&F per expression kind (attributes, position,
-  occlusion) of the single runs and of the runs with several expressions, with their counts.
+  occlusion) of the single runs and of the runs with several expressions, with their counts;
+* ``hidden_absent_by_kind``: ``hidden_absent`` per kind of the expression whose target is hidden, with the
+  frame counts (``hidden_frames_by_kind``). A frame's prior cannot tell "the circle on the left" is hidden
+  when the other circle, alone in view, is then on the left: only the clip can.
 
 :func:`score_grounding` looks at the grounding alone (BEiT-3 and the mask prior generator; SAM 2 never runs),
 on every phrasing of every target of a clip as training draws them: how often each prior's strongest cell is
@@ -124,6 +127,8 @@ class ToyScores:
     single_count_by_kind: dict[str, int] = field(default_factory=dict)
     multi_jf_by_kind: dict[str, float] = field(default_factory=dict)
     multi_count_by_kind: dict[str, int] = field(default_factory=dict)
+    hidden_absent_by_kind: dict[str, float] = field(default_factory=dict)
+    hidden_frames_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
@@ -143,7 +148,7 @@ def score_toy_model(
     config = config or ToyConfig()
     single, multi = [], []
     single_by_kind, multi_by_kind = defaultdict(list), defaultdict(list)
-    hidden, prior = [], []
+    hidden_by_kind, prior = defaultdict(list), []
     count = 0
     for seed in seeds:
         count += 1
@@ -157,7 +162,7 @@ def score_toy_model(
             (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         single.append(jf(alone.masks, truth))
         single_by_kind[first.kind].append(single[-1])
-        hidden += hidden_reported_absent(alone.object_scores, truth)
+        hidden_by_kind[first.kind] += hidden_reported_absent(alone.object_scores, truth)
         prior += prior_hits(alone.priors, truth)
         if len(clip.expressions) > 1 and not oracle:
             together = predictor.segment(clip.frames, [e.text for e in clip.expressions], logits=False)
@@ -165,7 +170,8 @@ def score_toy_model(
                 truth = clip.target_masks(expression)
                 multi.append(jf(result.masks, truth))
                 multi_by_kind[expression.kind].append(multi[-1])
-                hidden += hidden_reported_absent(result.object_scores, truth)
+                hidden_by_kind[expression.kind] += hidden_reported_absent(result.object_scores, truth)
+    hidden = [absent for frames in hidden_by_kind.values() for absent in frames]
     return ToyScores(
         clips=count,
         single_jf=statistics.mean(single),
@@ -178,6 +184,8 @@ def score_toy_model(
         single_count_by_kind={k: len(v) for k, v in sorted(single_by_kind.items())},
         multi_jf_by_kind={k: statistics.mean(v) for k, v in sorted(multi_by_kind.items())},
         multi_count_by_kind={k: len(v) for k, v in sorted(multi_by_kind.items())},
+        hidden_absent_by_kind={k: float(np.mean(v)) for k, v in sorted(hidden_by_kind.items()) if v},
+        hidden_frames_by_kind={k: len(v) for k, v in sorted(hidden_by_kind.items()) if v},
     )
 
 
