@@ -36,7 +36,7 @@ def write_curve(log: Path, csv_path: Path, last_step: int | None) -> list[dict]:
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if last_step is None or row["step"] <= last_step]
     columns = [c for c in ("step", "epoch", "lr", "s_per_step") if c in rows[0]]
-    columns += sorted(k for k in rows[0] if k.startswith(("loss", "accuracy")))
+    columns += sorted(k for k in rows[0] if k.startswith("loss") or k.endswith("accuracy"))
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)

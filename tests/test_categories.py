@@ -155,7 +155,7 @@ def test_the_stage_trains_beit3_alone_on_the_kinds_and_drops_its_head(toy_root, 
 def test_a_configuration_reads_the_categories_section():
     toy = ROOT / "configs" / "toy.json"
     config = load_config(toy, ["categories.steps=5", "categories.expression=the shape"])
-    assert config.categories == CategoriesSpec(steps=5, expression=NEUTRAL_EXPRESSION)
+    assert config.categories == CategoriesSpec(steps=5, expression=NEUTRAL_EXPRESSION, extremes=1.0)
     with pytest.raises(ValueError, match="Unknown option"):
         load_config(toy, ["categories.frames=2"])
 
@@ -195,6 +195,7 @@ def kept_run_overrides(output_dir, *extra: str) -> list[str]:
         "grounding.steps=3",
         "grounding.batch_size=2",
         "grounding.categories=1",
+        "categories.extremes=0",  # the kinds' head alone; the extremes' test turns it on
         *extra,
     ]
 

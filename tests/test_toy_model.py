@@ -211,7 +211,11 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         name: (out / f"{name}_log.csv").read_text().splitlines()
         for name in ("training", "grounding", "categories")
     }
-    assert curves["categories"][0] == "step,lr,s_per_step,accuracy,loss" and len(curves["categories"]) == 3
+    header = (
+        "step,lr,s_per_step,accuracy,extremes_accuracy,loss,loss_extremes"  # configs/toy.json's two heads
+    )
+    assert curves["categories"][0] == header and len(curves["categories"]) == 3
+    assert "categories_accuracy" in curves["grounding"][0].split(",")
     assert len(curves["grounding"]) == 3 and len(curves["training"]) == 4
 
 
