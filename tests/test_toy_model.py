@@ -272,6 +272,62 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     for name in ("single_jf", "multi_jf", "hidden_absent", "prior_on_target"):
         assert 0.0 <= figures[name] <= 1.0, name
     assert sum(figures["hidden_frames_by_kind"].values()) == figures["hidden_frames"]
+    for run in ("single", "multi"):
+        lost = figures[f"{run}_jf_lost"]
+        assert set(lost) == set(bench.LOSS_CAUSES)
+        assert sum(lost.values()) == pytest.approx(1 - figures[f"{run}_jf"], abs=1e-3)  # rounded to 4 places
+
+
+def test_the_toy_benchmark_says_where_the_jf_is_lost():
+    """jf_lost_by_cause on made-up predictions of generated clips whose answer is known: each cause takes what
+    its frames lose, and the causes add up to 1 - J&F."""
+    from mpgsam2.datasets.toy import scoring as bench
+
+    checked = set()
+    for seed in range(900_000, 900_040):
+        clip = generate_toy_clip(seed)
+        expression = clip.expressions[0]
+        truth = clip.target_masks(expression)
+        seen = truth.reshape(len(truth), -1).any(-1)
+        others = [k for k in range(len(clip.objects)) if k != expression.object_id - 1]
+        # Another shape, wherever it is in view and the target is not on it.
+        elsewhere = np.any([clip.masks[k] for k in others], axis=0) & ~truth
+        shown = elsewhere.reshape(len(truth), -1).any(-1)
+        if seen.all() or not (shown & ~seen).any() or not (shown & seen).any():
+            continue  # this clip cannot show every cause
+        assert bench.jf_lost_by_cause(truth, truth) == dict.fromkeys(bench.LOSS_CAUSES, 0.0)
+
+        nothing = np.zeros_like(truth)
+        lost = bench.jf_lost_by_cause(nothing, truth)
+        assert lost["missed"] == pytest.approx(seen.mean()) and lost["missed"] == pytest.approx(
+            1 - bench.jf(nothing, truth)
+        )
+
+        wrong = np.where(seen[:, None, None], elsewhere, False)
+        lost = bench.jf_lost_by_cause(wrong, truth)
+        on_other = (seen & shown).mean()
+        # J is 0 on a disjoint mask; F only where the outlines touch (the other shape beside the target).
+        assert on_other / 2 <= lost["wrong_object"] <= on_other
+        assert lost["missed"] == pytest.approx((seen & ~shown).mean())
+        assert lost["mask"] == lost["hidden_shown"] == 0.0
+
+        ghost = np.where(seen[:, None, None], truth, elsewhere)
+        lost = bench.jf_lost_by_cause(ghost, truth)
+        assert lost["hidden_shown"] == pytest.approx((~seen & shown).mean())
+        assert sum(lost.values()) == pytest.approx(1 - bench.jf(ghost, truth))
+
+        # A mask one pixel short on every side: still the target's, its outline off.
+        shrunk = truth.copy()
+        shrunk[:, 1:-1, 1:-1] &= (
+            truth[:, :-2, 1:-1] & truth[:, 2:, 1:-1] & truth[:, 1:-1, :-2] & truth[:, 1:-1, 2:]
+        )
+        lost = bench.jf_lost_by_cause(shrunk, truth)
+        assert lost["mask"] > 0 and lost["wrong_object"] == lost["hidden_shown"] == 0.0
+        assert sum(lost.values()) == pytest.approx(1 - bench.jf(shrunk, truth))
+        checked.add(seed)
+        if len(checked) == 3:
+            break
+    assert len(checked) == 3
 
 
 def test_the_toy_benchmarks_read_the_patch_tokens_and_teach_the_kinds(toy_model, tmp_path):

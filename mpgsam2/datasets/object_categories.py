@@ -169,9 +169,8 @@ class PatchCategories(Dataset):
         ``extremes``, (grid * grid, 1 + G * D) with its extreme targets after it (see the class)."""
         patches = self.grid * self.grid
         labels = torch.full((patches,), IGNORED, dtype=torch.int64)
-        relations = torch.full(
-            (patches, len(EXTREME_GROUPS) * len(DIRECTIONS)), NO_EXTREME, dtype=torch.int64
-        )
+        width = len(EXTREME_GROUPS) * len(DIRECTIONS) if self.extremes else 0
+        relations = torch.full((patches, width), NO_EXTREME, dtype=torch.int64)
         path = self.benchmark.annotation_root / video / f"{frame_name}.png"
         known = [(i, c) for i, c in self.objects[video].items() if c in self.categories]
         if path.is_file() and known:  # an unannotated frame teaches nothing

@@ -266,17 +266,19 @@ class KeptCategories(nn.Module):
         self.weight = weight
 
     def forward(self, clips: Sequence, num_boxes: float) -> dict[str, torch.Tensor]:
-        """The stage's terms, its ``"loss"`` plus the weighted categories loss, and ``"loss_categories"``
-        (before its weight) and ``"categories_accuracy"`` on the frames."""
+        """The stage's terms, its ``"loss"`` plus the weighted categories loss, ``"loss_categories"``
+        (before its weight) and ``"categories_accuracy"`` on the frames, and the categories stage's other
+        terms under their own names (``"loss_extremes"``, ``"extremes_accuracy"`` with that head)."""
         terms = self.stage(clips, num_boxes)
         images, labels = self.kept.next_batch()
         kept = self.categories(images, self.kept.input_ids, labels)
+        others = {name: value for name, value in kept.items() if name not in ("loss", "accuracy")}
         return {
             **terms,
+            **others,
             "loss": terms["loss"] + self.weight * kept["loss"],
             "loss_categories": kept["loss"].detach(),
             "categories_accuracy": kept["accuracy"],
-            **{k: v for k, v in kept.items() if k in ("loss_extremes", "extremes_accuracy")},
         }
 
 

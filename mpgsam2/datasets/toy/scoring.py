@@ -14,6 +14,10 @@ expression's masks, object scores and priors with the ground truth:
 * ``hidden_absent_by_kind``: ``hidden_absent`` per kind of the expression whose target is hidden, with the
   frame counts (``hidden_frames_by_kind``). A frame's prior cannot tell "the circle on the left" is hidden
   when the other circle, alone in view, is then on the left: only the clip can.
+* ``single_jf_lost`` and ``multi_jf_lost``: where the J&F below 1 goes, frame by frame: to the outline of a
+  mask on the right shape (``mask``), to a mask on another shape (``wrong_object``), to a target in view
+  reported hidden (``missed``), to a mask drawn while the target is hidden (``hidden_shown``). Each adds up
+  to 1 - J&F, so it tells which part of the model holds a figure back.
 
 :func:`score_grounding` looks at the grounding alone (BEiT-3 and the mask prior generator; SAM 2 never runs),
 on every phrasing of every target of a clip as training draws them: how often each prior's strongest cell is
@@ -46,11 +50,60 @@ from .scene import ToyConfig, ToyExpression
 from .vocabulary import COLOURS, SHAPES, SIZES
 
 
+def frame_scores(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(T,) each frame's (J + F) / 2 for (T, H, W) bool masks (an empty frame predicted empty scores 1)."""
+    region = np.asarray(db_eval_iou(truth, prediction), dtype=np.float64)
+    boundary = np.array([f_measure(p, t) for p, t in zip(prediction, truth)], dtype=np.float64)
+    return (region + boundary) / 2
+
+
 def jf(prediction: np.ndarray, truth: np.ndarray) -> float:
     """J&F of (T, H, W) bool masks: the DAVIS means over frames (an empty frame predicted empty scores 1)."""
-    region = float(np.mean(db_eval_iou(truth, prediction)))
-    boundary = float(np.mean([f_measure(p, t) for p, t in zip(prediction, truth)]))
-    return (region + boundary) / 2
+    return float(np.mean(frame_scores(prediction, truth)))
+
+
+#: Why a frame falls short of J&F 1 (see :func:`jf_lost_by_cause`).
+LOSS_CAUSES = ("mask", "wrong_object", "missed", "hidden_shown")
+#: A frame's mask is on another object when less than this share of it covers the target.
+ON_TARGET_SHARE = 0.5
+
+
+def frame_causes(prediction: np.ndarray, truth: np.ndarray) -> list[str]:
+    """Per frame of (T, H, W) bool masks, what its score is down to (one of :data:`LOSS_CAUSES`, or ``""``
+    for a hidden target predicted hidden):
+
+    * ``"hidden_shown"``: the target is fully hidden and a mask is drawn anyway;
+    * ``"missed"``: the target is in view and no mask is drawn (the model says "not visible");
+    * ``"wrong_object"``: a mask is drawn, less than :data:`ON_TARGET_SHARE` of it on the target (it follows
+      another shape: the words were grounded on the wrong one);
+    * ``"mask"``: a mask mostly on the target, its outline imperfect.
+    """
+    causes = []
+    for predicted, target in zip(prediction, truth):
+        drawn, seen = int(predicted.sum()), bool(target.any())
+        if not seen:
+            causes.append("hidden_shown" if drawn else "")
+        elif not drawn:
+            causes.append("missed")
+        elif (predicted & target).sum() < ON_TARGET_SHARE * drawn:
+            causes.append("wrong_object")
+        else:
+            causes.append("mask")
+    return causes
+
+
+def jf_lost_by_cause(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """How much J&F a run loses to each cause of :func:`frame_causes`: the values add up to
+    ``1 - jf(prediction, truth)``, since J&F is the mean over frames of (J + F) / 2.
+
+    Args:
+        prediction, truth: (T, H, W) bool masks.
+    """
+    lost = dict.fromkeys(LOSS_CAUSES, 0.0)
+    for score, cause in zip(frame_scores(prediction, truth), frame_causes(prediction, truth)):
+        if cause:
+            lost[cause] += (1.0 - float(score)) / len(truth)
+    return lost
 
 
 def prior_hits(priors: np.ndarray, truth: np.ndarray) -> list[bool]:
@@ -129,6 +182,10 @@ class ToyScores:
     multi_count_by_kind: dict[str, int] = field(default_factory=dict)
     hidden_absent_by_kind: dict[str, float] = field(default_factory=dict)
     hidden_frames_by_kind: dict[str, int] = field(default_factory=dict)
+    # Where the J&F below 1 goes, as the mean over runs of :func:`jf_lost_by_cause` (each adds up to
+    # 1 - single_jf, resp. 1 - multi_jf).
+    single_jf_lost: dict[str, float] = field(default_factory=dict)
+    multi_jf_lost: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
@@ -147,6 +204,7 @@ def score_toy_model(
     (``oracle``: with the ground truth as the single runs' priors, see :func:`oracle_prior`)."""
     config = config or ToyConfig()
     single, multi = [], []
+    single_lost, multi_lost = [], []
     single_by_kind, multi_by_kind = defaultdict(list), defaultdict(list)
     hidden_by_kind, prior = defaultdict(list), []
     count = 0
@@ -161,6 +219,7 @@ def score_toy_model(
         else:
             (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         single.append(jf(alone.masks, truth))
+        single_lost.append(jf_lost_by_cause(alone.masks, truth))
         single_by_kind[first.kind].append(single[-1])
         hidden_by_kind[first.kind] += hidden_reported_absent(alone.object_scores, truth)
         prior += prior_hits(alone.priors, truth)
@@ -169,6 +228,7 @@ def score_toy_model(
             for expression, result in zip(clip.expressions, together):
                 truth = clip.target_masks(expression)
                 multi.append(jf(result.masks, truth))
+                multi_lost.append(jf_lost_by_cause(result.masks, truth))
                 multi_by_kind[expression.kind].append(multi[-1])
                 hidden_by_kind[expression.kind] += hidden_reported_absent(result.object_scores, truth)
     hidden = [absent for frames in hidden_by_kind.values() for absent in frames]
@@ -186,7 +246,13 @@ def score_toy_model(
         multi_count_by_kind={k: len(v) for k, v in sorted(multi_by_kind.items())},
         hidden_absent_by_kind={k: float(np.mean(v)) for k, v in sorted(hidden_by_kind.items()) if v},
         hidden_frames_by_kind={k: len(v) for k, v in sorted(hidden_by_kind.items()) if v},
+        single_jf_lost=_mean_by_cause(single_lost),
+        multi_jf_lost=_mean_by_cause(multi_lost),
     )
+
+
+def _mean_by_cause(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {cause: float(np.mean([run[cause] for run in runs])) for cause in LOSS_CAUSES} if runs else {}
 
 
 #: Training's draw of a clip's expressions (configs/toy.json): every target, several phrasings of each.
