@@ -92,15 +92,19 @@ def frame_causes(prediction: np.ndarray, truth: np.ndarray) -> list[str]:
     return causes
 
 
-def jf_lost_by_cause(prediction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def jf_lost_by_cause(
+    prediction: np.ndarray, truth: np.ndarray, scores: np.ndarray | None = None
+) -> dict[str, float]:
     """How much J&F a run loses to each cause of :func:`frame_causes`: the values add up to
     ``1 - jf(prediction, truth)``, since J&F is the mean over frames of (J + F) / 2.
 
     Args:
         prediction, truth: (T, H, W) bool masks.
+        scores: their :func:`frame_scores`, when the caller has them already (the boundary F is the costly part).
     """
+    scores = frame_scores(prediction, truth) if scores is None else scores
     lost = dict.fromkeys(LOSS_CAUSES, 0.0)
-    for score, cause in zip(frame_scores(prediction, truth), frame_causes(prediction, truth)):
+    for score, cause in zip(scores, frame_causes(prediction, truth)):
         if cause:
             lost[cause] += (1.0 - float(score)) / len(truth)
     return lost
@@ -218,8 +222,9 @@ def score_toy_model(
                 (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         else:
             (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
-        single.append(jf(alone.masks, truth))
-        single_lost.append(jf_lost_by_cause(alone.masks, truth))
+        scores = frame_scores(alone.masks, truth)
+        single.append(float(np.mean(scores)))
+        single_lost.append(jf_lost_by_cause(alone.masks, truth, scores))
         single_by_kind[first.kind].append(single[-1])
         hidden_by_kind[first.kind] += hidden_reported_absent(alone.object_scores, truth)
         prior += prior_hits(alone.priors, truth)
@@ -227,8 +232,9 @@ def score_toy_model(
             together = predictor.segment(clip.frames, [e.text for e in clip.expressions], logits=False)
             for expression, result in zip(clip.expressions, together):
                 truth = clip.target_masks(expression)
-                multi.append(jf(result.masks, truth))
-                multi_lost.append(jf_lost_by_cause(result.masks, truth))
+                scores = frame_scores(result.masks, truth)
+                multi.append(float(np.mean(scores)))
+                multi_lost.append(jf_lost_by_cause(result.masks, truth, scores))
                 multi_by_kind[expression.kind].append(multi[-1])
                 hidden_by_kind[expression.kind] += hidden_reported_absent(result.object_scores, truth)
     hidden = [absent for frames in hidden_by_kind.values() for absent in frames]
