@@ -8,6 +8,7 @@ a 2-core CPU) report the pace of both together: each step is one step of the run
 
     python benchmarks/toy_training_speed.py                     # one process, one thread
     python benchmarks/toy_training_speed.py --processes 2 --json speed.json
+    python benchmarks/toy_training_speed.py --processes 2 --set categories.kept_batch_size=4
 
 The first logged window of each stage (warm-up: first calls, allocator growth) is left out of the mean.
 """
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +51,8 @@ def stage_pace(log: Path) -> tuple[float, int]:
     return sum(n * pace for n, pace in windows) / steps, steps
 
 
-def run(processes: int, steps: int, clips: int, output_dir: Path) -> float:
-    """Runs the training command; returns its wall time in seconds."""
+def run(processes: int, steps: int, clips: int, output_dir: Path, extra: Sequence[str] = ()) -> float:
+    """Runs the training command (with ``extra`` settings of the recipe); returns its wall time in seconds."""
     every = max(1, steps // 4)
     settings = [
         f"output_dir={output_dir}",
@@ -62,6 +64,8 @@ def run(processes: int, steps: int, clips: int, output_dir: Path) -> float:
         "data.eval.toy.num_videos=1",
         f"train.save_every_steps={steps * 10}",
     ]
+    # The variant's settings first, so that the measured run's own step counts win over its.
+    settings = [*extra, *settings]
     if processes == 1:
         command = [sys.executable, "-m", "mpgsam2", "train", str(CONFIG)]
     else:
@@ -92,14 +96,22 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=40, help="steps of each stage")
     parser.add_argument("--clips", type=int, default=200, help="generated training clips")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="time a variant of the recipe (as the training command's --set); repeatable",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = load_config(CONFIG)
+    config = load_config(CONFIG, args.set)
     with tempfile.TemporaryDirectory(prefix="toy-speed-") as folder:
-        wall = run(args.processes, args.steps, args.clips, Path(folder) / "run")
+        wall = run(args.processes, args.steps, args.clips, Path(folder) / "run", args.set)
         figures = {
             "processes": args.processes,
+            "settings": args.set,
             "steps": args.steps,
             "command_s": round(wall, 1),
             "stages": {},

@@ -99,18 +99,22 @@ def test_extra_expression_cost_and_tables(benchmark_module, capsys):
 
 @pytest.mark.slow
 def test_the_toy_training_speed_benchmark_times_every_stage_of_the_toy_recipe(tmp_path):
-    # A few steps of each stage through the real training command; its paces and the recipe's step counts.
+    # A few steps of each stage through the real training command; its paces and the recipe's step counts,
+    # here of a variant: the variant's step counts are what the paces are multiplied by, the measured run
+    # keeps its own few steps.
     out = tmp_path / "speed.json"
     command = [sys.executable, str(ROOT / "benchmarks" / "toy_training_speed.py"), "--steps", "8"]
-    command += ["--clips", "12", "--json", str(out)]
+    variant = ["grounding.steps=1600", "categories.kept_batch_size=2"]
+    command += ["--clips", "12", "--json", str(out), "--set", variant[0], "--set", variant[1]]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text())
     recipe = json.loads((ROOT / "configs" / "toy.json").read_text())
     stages = figures["stages"]
+    assert figures["settings"] == variant
     assert [stages[s]["configured_steps"] for s in ("categories", "grounding", "main")] == [
         recipe["categories"]["steps"],
-        recipe["grounding"]["steps"],
+        1600,
         recipe["train"]["max_steps"],
     ]
     for row in stages.values():
