@@ -8,7 +8,7 @@ a 2-core CPU) report the pace of both together: each step is one step of the run
 
     python benchmarks/toy_training_speed.py                     # one process, one thread
     python benchmarks/toy_training_speed.py --processes 2 --json speed.json
-    python benchmarks/toy_training_speed.py --processes 2 --set categories.kept_batch_size=4
+    python benchmarks/toy_training_speed.py --processes 2 --set categories.kept_frames=extra
 
 The first logged window of each stage (warm-up: first calls, allocator growth) is left out of the mean.
 """

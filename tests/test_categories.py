@@ -155,7 +155,9 @@ def test_the_stage_trains_beit3_alone_on_the_kinds_and_drops_its_head(toy_root, 
 def test_a_configuration_reads_the_categories_section():
     toy = ROOT / "configs" / "toy.json"
     config = load_config(toy, ["categories.steps=5", "categories.expression=the shape"])
-    assert config.categories == CategoriesSpec(steps=5, expression=NEUTRAL_EXPRESSION, extremes=1.0)
+    assert config.categories == CategoriesSpec(
+        steps=5, expression=NEUTRAL_EXPRESSION, extremes=1.0, kept_frames="stage"
+    )
     with pytest.raises(ValueError, match="Unknown option"):
         load_config(toy, ["categories.frames=2"])
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from .object_categories import flip_patch_labels
 from .samples import RawClip
 
 _LEFT_RIGHT = re.compile("left|right")
@@ -27,12 +28,13 @@ def swap_left_right(expression: str) -> str:
 
 
 def horizontal_flip(clip: RawClip) -> RawClip:
-    """Mirror frames and masks left-right and swap "left" / "right" in the expression."""
+    """Mirror frames, masks and patch labels left-right and swap "left" / "right" in the expression."""
     return replace(
         clip,
         frames=np.ascontiguousarray(clip.frames[:, :, ::-1]),
         masks=np.ascontiguousarray(clip.masks[:, :, ::-1]),
         expression=swap_left_right(clip.expression),
+        patch_labels=None if clip.patch_labels is None else flip_patch_labels(clip.patch_labels),
     )
 
 

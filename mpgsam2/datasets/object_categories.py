@@ -13,6 +13,7 @@ them words point at.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,32 @@ def extreme_targets(masks: np.ndarray, categories: list[str]) -> torch.Tensor:
                 beyond = all(sign * (centres[k, axis] - centres[j, axis]) > 0 for j in others)
                 targets[k, g * len(DIRECTIONS) + d] = int(beyond)
     return targets
+
+
+def flip_patch_labels(labels: torch.Tensor) -> torch.Tensor:
+    """The patch labels of the left-right mirror of the frames they label.
+
+    Args:
+        labels: (T, P) or (T, P, 1 + G * D) as :meth:`PatchCategories.patch_labels` gives for T frames, P a
+            square grid's patches (row-major).
+    Returns:
+        The same shape: each row of patches reversed, and with the extremes "left" and "right" swapped in
+        every group (the object farthest left is the farthest right of the mirror).
+    """
+    frames, patches = labels.shape[:2]
+    grid = math.isqrt(patches)
+    if grid * grid != patches:
+        raise ValueError(f"Patch labels of {patches} patches are not a square grid's.")
+    flipped = labels.reshape(frames, grid, grid, *labels.shape[2:]).flip(2).reshape(labels.shape)
+    if labels.dim() == 2:
+        return flipped
+    order = list(range(labels.shape[-1]))
+    left, right = list(DIRECTIONS).index("left"), list(DIRECTIONS).index("right")
+    for group in range(len(EXTREME_GROUPS)):
+        # Column 0 is the category; each group's directions follow.
+        base = 1 + group * len(DIRECTIONS)
+        order[base + left], order[base + right] = base + right, base + left
+    return flipped[..., order]
 
 
 class PatchCategories(Dataset):

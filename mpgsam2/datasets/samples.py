@@ -20,6 +20,10 @@ class RawClip:
     frame_indices: tuple[int, ...]  # positions in the source video (all 0 for an image)
     source: str  # "<dataset>:<video>/<expression id>" for messages and logs
     kind: str = "video"  # "video": the tracking path; "image": the official single-image pre-training path
+    # (T, P) or (T, P, 1 + G * D) int64: the category (and extreme targets) of the object owning each patch of
+    # BEiT-3's grid on each frame (:class:`mpgsam2.datasets.object_categories.PatchCategories`), for the kept
+    # categories head trained on the stage's own frames; None when not asked for.
+    patch_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
@@ -30,6 +34,10 @@ class RawClip:
             )
         if self.kind not in KINDS:
             raise ValueError(f"{self.source}: kind must be one of {KINDS}, not {self.kind!r}.")
+        if self.patch_labels is not None and len(self.patch_labels) != len(self.frames):
+            raise ValueError(
+                f"{self.source}: {len(self.patch_labels)} frames of patch labels for {len(self.frames)} frames."
+            )
 
     @property
     def visible(self) -> np.ndarray:
@@ -50,6 +58,7 @@ class TrainingClip:
     expression: str
     source: str
     kind: str = "video"
+    patch_labels: torch.Tensor | None = None  # (T, P) or (T, P, 1 + G * D), as :attr:`RawClip.patch_labels`
 
     @property
     def num_frames(self) -> int:

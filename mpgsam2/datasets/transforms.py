@@ -46,6 +46,7 @@ class ClipTransform:
             expression=clip.expression,
             source=clip.source,
             kind=clip.kind,
+            patch_labels=clip.patch_labels,
         )
 
 

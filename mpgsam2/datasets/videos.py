@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from ..expressions import clean_expression
@@ -71,6 +72,9 @@ class ReferringVideoDataset(Dataset):
         self.epoch = 0
         self.meta = self.benchmark.meta
         self.frames = self.benchmark.frames
+        # ``labeller(video, frame_name)`` -> one frame's patch labels, added to every clip when set
+        # (:func:`mpgsam2.training.categories.label_stage_frames`).
+        self.patch_labeller: Callable[[str, str], torch.Tensor] | None = None
         self.items = [
             (video, exp_id, anchor)
             for video, entry in self.meta.items()
@@ -94,12 +98,17 @@ class ReferringVideoDataset(Dataset):
         frames = self.benchmark.load_frames(video, frame_indices)
         size = frames.shape[1:3]
         masks = np.stack([self.benchmark.object_mask(video, expression, i, size) for i in frame_indices])
+        patch_labels = None
+        if self.patch_labeller is not None:
+            names = self.frames[video]
+            patch_labels = torch.stack([self.patch_labeller(video, names[i]) for i in frame_indices])
         return RawClip(
             frames=frames,
             masks=masks,
             expression=training_text(expression["exp"], self.lowercase),
             frame_indices=tuple(frame_indices),
             source=f"{self.name}:{video}/{exp_id}",
+            patch_labels=patch_labels,
         )
 
     def item_rng(self, index: int, attempt: int = 0) -> random.Random:

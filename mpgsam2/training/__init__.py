@@ -18,7 +18,8 @@
   :func:`learning_rate_factor` - the (not official) warm-up and cosine decay of from-scratch training.
 * :func:`pretrain_categories` - a first stage before the main loop (not official, for training from scratch):
   BEiT-3 alone learns the category of the object under each patch (:class:`CategoriesSpec`); its head may be
-  kept training beside the later stages (:class:`KeptCategories`).
+  kept training beside the later stages, on frames of its own (:class:`KeptCategories`) or on the frames each
+  stage already encodes (:class:`StageFrameCategories`).
 * :func:`pretrain_grounding` - a stage before the main loop (not official, for training from scratch): BEiT-3
   and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`).
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
@@ -34,8 +35,10 @@ from .categories import (
     CategoriesSpec,
     KeptCategories,
     KeptHead,
+    StageFrameCategories,
     build_categories_set,
     categories_batches,
+    label_stage_frames,
     pretrain_categories,
 )
 from .cli import add_train_parser, main
@@ -71,6 +74,7 @@ __all__ = [
     "CategoriesSpec",
     "KeptCategories",
     "KeptHead",
+    "StageFrameCategories",
     "build_categories_set",
     "categories_batches",
     "FAST_LR_PREFIXES",
@@ -103,6 +107,7 @@ __all__ = [
     "main",
     "parameter_groups",
     "prepare_for_training",
+    "label_stage_frames",
     "pretrain_categories",
     "pretrain_grounding",
     "save_checkpoint",

@@ -10,7 +10,9 @@ starts from pre-trained BEiT-3); it is off by default (``categories.steps = 0``)
 
 Taught first and then dropped, the kinds are worn away by the grounding stage that follows (docs/TRAINING.md).
 With ``grounding.categories`` or ``loss.categories`` above 0, the head is kept instead: :class:`KeptCategories`
-adds its loss on another batch of frames to every step of that stage.
+adds its loss on another batch of frames to every step of that stage, or, with ``categories.kept_frames``
+``"stage"``, :class:`StageFrameCategories` adds it on the frames that the stage already passes through BEiT-3
+(read beside their own expressions), which costs no extra pass of the encoder.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 #: The stage's log, beside the main loop's ``log.jsonl`` in the run's folder.
 CATEGORIES_LOG = "categories_log.jsonl"
+#: Which frames a kept head trains on in the later stages: more frames of its own (one more BEiT-3 pass a
+#: step), or the frames each stage already encodes.
+KEPT_FRAMES = ("extra", "stage")
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,16 @@ class CategoriesSpec:
     # (:func:`mpgsam2.datasets.object_categories.extreme_targets`; 0: none). Position words ask for that
     # comparison, which the prior's grounding alone did not learn (docs/TRAINING.md).
     extremes: float = 0.0
+    # Which frames the kept head trains on (:data:`KEPT_FRAMES`): ``"extra"``, ``kept_batch_size`` more
+    # frames a step beside ``expression``; ``"stage"``, the later stages' own frames beside their own
+    # expressions (their clips carry the labels: :func:`label_stage_frames`).
+    kept_frames: str = "extra"
 
     def __post_init__(self) -> None:
+        if self.kept_frames not in KEPT_FRAMES:
+            raise ValueError(
+                f"categories.kept_frames must be one of {KEPT_FRAMES}, not {self.kept_frames!r}."
+            )
         if (
             min(self.steps, self.warmup_steps, self.extremes) < 0
             or min(self.batch_size, self.kept_batch_size) < 1
@@ -104,6 +117,10 @@ class CategoriesForward(nn.Module):
         owned patches (0 when there are none), and with ``extremes`` ``"loss_extremes"`` (before its weight)
         and ``"extremes_accuracy"``."""
         tokens = self.multimodal_encoder(images, input_ids[None].expand(len(images), -1)).visual_tokens
+        return self.head_terms(tokens, labels)
+
+    def head_terms(self, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
+        """As :meth:`forward`, from BEiT-3's patch tokens (B, P, C) already computed."""
         tokens = tokens.flatten(0, 1)
         logits = self.head(tokens)
         if self.extremes:
@@ -125,6 +142,17 @@ class CategoriesForward(nn.Module):
             loss = loss + self.extremes * terms["loss_extremes"]
             terms["loss_extremes"] = terms["loss_extremes"].detach()
         return {"loss": loss, "accuracy": accuracy.detach(), **terms}
+
+    def unlabelled(self, frames: int, patches: int) -> torch.Tensor:
+        """Labels that say nothing, for ``frames`` frames of a clip without them: (frames, patches), or
+        (frames, patches, 1 + G * D) with ``extremes``."""
+        device = self.head.weight.device
+        labels = torch.full((frames, patches), IGNORED, dtype=torch.int64, device=device)
+        if not self.extremes:
+            return labels
+        width = len(EXTREME_GROUPS) * len(DIRECTIONS)
+        relations = torch.full((frames, patches, width), NO_EXTREME, dtype=torch.int64, device=device)
+        return torch.cat([labels[..., None], relations], -1)
 
     def heads(self) -> nn.Module:
         """The trained heads, for a later stage's optimiser and the checkpoints: the categories' head alone,
@@ -229,6 +257,7 @@ class KeptHead:
     seed: int = 0
     num_workers: int = 0
     drawn: int = 0  # batches drawn so far, over all the later stages
+    frames: str = "extra"  # :data:`KEPT_FRAMES`; with "stage", no batch is ever drawn
     _batches: Iterator | None = field(default=None, repr=False)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,8 +276,13 @@ class KeptHead:
         self.drawn, self._batches = drawn, None
 
     def around(self, stage: nn.Module, weight: float) -> nn.Module:
-        """``stage`` with the categories loss at ``weight`` added (``stage`` itself at weight 0)."""
-        return KeptCategories(stage, self, weight) if weight else stage
+        """``stage`` with the categories loss at ``weight`` added (``stage`` itself at weight 0), on frames
+        of its own or on the stage's frames (``frames``)."""
+        if not weight:
+            return stage
+        if self.frames == "stage":
+            return StageFrameCategories(stage, self.forward, weight)
+        return KeptCategories(stage, self, weight)
 
 
 class KeptCategories(nn.Module):
@@ -271,15 +305,82 @@ class KeptCategories(nn.Module):
         terms under their own names (``"loss_extremes"``, ``"extremes_accuracy"`` with that head)."""
         terms = self.stage(clips, num_boxes)
         images, labels = self.kept.next_batch()
-        kept = self.categories(images, self.kept.input_ids, labels)
-        others = {name: value for name, value in kept.items() if name not in ("loss", "accuracy")}
-        return {
-            **terms,
-            **others,
-            "loss": terms["loss"] + self.weight * kept["loss"],
-            "loss_categories": kept["loss"].detach(),
-            "categories_accuracy": kept["accuracy"],
-        }
+        return _with_head_terms(terms, self.categories(images, self.kept.input_ids, labels), self.weight)
+
+
+def _with_head_terms(terms: dict, kept: dict, weight: float) -> dict[str, torch.Tensor]:
+    """A stage's terms with ``weight`` times the head's loss added and the head's terms beside them."""
+    others = {name: value for name, value in kept.items() if name not in ("loss", "accuracy")}
+    return {
+        **terms,
+        **others,
+        "loss": terms["loss"] + weight * kept["loss"],
+        "loss_categories": kept["loss"].detach(),
+        "categories_accuracy": kept["accuracy"],
+    }
+
+
+class StageFrameCategories(nn.Module):
+    """A later stage's losses plus ``weight`` times the categories loss of the frames the stage itself passes
+    through BEiT-3: no extra pass of the encoder, and the head sees each frame beside its own expression.
+
+    The patch tokens are taken as BEiT-3 returns them during the stage's forward (every call, in order), and
+    labelled with the clips' ``patch_labels`` in the same order (frames of a clip without them teach nothing).
+    The head's terms are named as :class:`KeptCategories` names them.
+    """
+
+    def __init__(self, stage: nn.Module, categories: CategoriesForward, weight: float):
+        super().__init__()
+        self.stage = stage
+        self.categories = categories
+        self.weight = weight
+
+    def forward(self, clips: Sequence, num_boxes: float) -> dict[str, torch.Tensor]:
+        encoded: list[torch.Tensor] = []
+        # A hook rather than a change to every stage's forward: whichever way a stage batches its frames
+        # through BEiT-3, each call's rows follow the clips' frames in order.
+        hook = self.categories.multimodal_encoder.register_forward_hook(
+            lambda _module, _inputs, output: encoded.append(output.visual_tokens)
+        )
+        try:
+            terms = self.stage(clips, num_boxes)
+        finally:
+            hook.remove()
+        tokens = torch.cat(encoded)
+        patches = tokens.shape[1]
+        labels = torch.cat(
+            [
+                clip.patch_labels
+                if clip.patch_labels is not None
+                else self.categories.unlabelled(clip.num_frames, patches)
+                for clip in clips
+            ]
+        )
+        if len(labels) != len(tokens):
+            raise RuntimeError(
+                f"The stage passed {len(tokens)} frames through BEiT-3 for {len(labels)} frames of its clips: "
+                'categories.kept_frames "stage" needs a stage that encodes each frame of its clips once.'
+            )
+        return _with_head_terms(terms, self.categories.head_terms(tokens, labels), self.weight)
+
+
+def label_stage_frames(training_set: TrainingSet, categories_set: TrainingSet) -> int:
+    """Make the video datasets of ``training_set`` add patch labels to their clips (for
+    :class:`StageFrameCategories`), from the part of ``categories_set`` (:func:`build_categories_set`) that
+    reads the same split, so that both label with the same category order.
+
+    Returns:
+        The number of datasets labelled (those without a matching part give clips without labels).
+    """
+    parts = {(part.benchmark.root.resolve(), part.benchmark.split): part for part in categories_set.datasets}
+    labelled = 0
+    for dataset in {id(d): d for d in training_set.datasets}.values():
+        benchmark = getattr(dataset, "benchmark", None)
+        part = None if benchmark is None else parts.get((benchmark.root.resolve(), benchmark.split))
+        if part is not None:
+            dataset.patch_labeller = part.patch_labels
+            labelled += 1
+    return labelled
 
 
 def stage_input_ids(model: MPGSAM2, tokenizer: ExpressionTokenizer, spec: CategoriesSpec) -> torch.Tensor:

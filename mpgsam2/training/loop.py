@@ -25,6 +25,7 @@ from .categories import (
     CategoriesForward,
     KeptHead,
     build_categories_set,
+    label_stage_frames,
     pretrain_categories,
     stage_input_ids,
 )
@@ -145,6 +146,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     # Other draws than the stage's own (the same seed would repeat its first epochs).
                     schedule.seed + 1,
                     schedule.num_workers,
+                    frames=config.categories.kept_frames,
                 )
         if source is None and config.grounding.steps:
             grounding_set = dataset
@@ -155,6 +157,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     schedule.augment,
                     schedule.seed,
                 )
+            if kept is not None and kept.frames == "stage" and config.grounding.categories:
+                label_stage_frames(grounding_set, categories_set)
             pretrain_grounding(
                 model,
                 config.grounding,
@@ -170,6 +174,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
         categories_head = None
         if kept is not None and config.loss.categories:
             categories_head = kept.forward.heads()
+            if kept.frames == "stage":
+                label_stage_frames(dataset, categories_set)
             # The head learns at the rate of the new modules.
             optimizer.add_param_group(
                 {
