@@ -28,9 +28,9 @@ from mpgsam2.datasets.toy import generate_toy_clip, video_name, write_toy_datase
 from mpgsam2.datasets.videos import RefYouTubeVOS
 from mpgsam2.tokenizer import TOY_TOKENIZER
 from mpgsam2.training import CategoriesForward, CategoriesSpec, load_config
-from mpgsam2.training.categories import StageFrameCategories, label_stage_frames
 from mpgsam2.training.forward import TrainingForward
 from mpgsam2.training.grounding import GroundingForward, encoder_batch
+from mpgsam2.training.kept_heads import StageFrameCategories, label_stage_frames
 from mpgsam2.training.losses import LossWeights, count_visible_frames
 
 FIRST_SEED = 500

@@ -73,7 +73,7 @@ class ReferringVideoDataset(Dataset):
         self.meta = self.benchmark.meta
         self.frames = self.benchmark.frames
         # ``labeller(video, frame_name)`` -> one frame's patch labels, added to every clip when set
-        # (:func:`mpgsam2.training.categories.label_stage_frames`).
+        # (:func:`mpgsam2.training.kept_heads.label_stage_frames`).
         self.patch_labeller: Callable[[str, str], torch.Tensor] | None = None
         self.items = [
             (video, exp_id, anchor)

@@ -33,12 +33,8 @@ from __future__ import annotations
 from .categories import (
     CategoriesForward,
     CategoriesSpec,
-    KeptCategories,
-    KeptHead,
-    StageFrameCategories,
     build_categories_set,
     categories_batches,
-    label_stage_frames,
     pretrain_categories,
 )
 from .cli import add_train_parser, main
@@ -55,6 +51,7 @@ from .forward import (
     video_forward,
 )
 from .grounding import GroundingForward, GroundingSpec, pretrain_grounding
+from .kept_heads import KeptCategories, KeptHead, StageFrameCategories, label_stage_frames
 from .loop import train
 from .model_init import build_training_model
 from .optim import (

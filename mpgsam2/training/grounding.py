@@ -24,13 +24,13 @@ from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
 from ..modeling.beit3 import BEiT3Output
 from ..modeling.model import MPGSAM2
-from .categories import KeptHead
 from .distributed import (
     DistributedContext,
     ResumableSampler,
     wrap_distributed,
 )
 from .forward import forward_backward
+from .kept_heads import KeptHead
 from .losses import prior_cell_choice_loss, prior_loss
 from .optim import learning_rate_factor, set_learning_rates
 from .stage_log import StageLog
@@ -61,7 +61,7 @@ class GroundingSpec:
     cell_choice: float = 0.0
     # The weight of the categories stage's loss kept on during this stage (0: none; it needs
     # ``categories.steps``), on ``categories.kept_batch_size`` more frames a step: see
-    # :class:`mpgsam2.training.categories.KeptCategories`.
+    # :class:`mpgsam2.training.kept_heads.KeptCategories`.
     categories: float = 0.0
 
     def __post_init__(self) -> None:

@@ -23,9 +23,7 @@ from ..devices import parse_dtype
 from ..modeling.model import MPGSAM2
 from .categories import (
     CategoriesForward,
-    KeptHead,
     build_categories_set,
-    label_stage_frames,
     pretrain_categories,
     stage_input_ids,
 )
@@ -40,6 +38,7 @@ from .distributed import (
 from .evaluate import evaluate_model
 from .forward import TrainingForward, forward_backward
 from .grounding import pretrain_grounding
+from .kept_heads import KeptHead, label_stage_frames
 from .model_init import build_training_model
 from .optim import build_optimizer, learning_rate_factor, set_learning_rates
 from .prepare import prepare_for_training

@@ -52,7 +52,7 @@ class LossWeights:
     object_hidden: float = 1.0
     prior: float = 0.0  # prior_loss: BEiT-3 and the prior generator
     # The categories stage's loss kept on in the main loop (it needs ``categories.steps``); added by
-    # mpgsam2.training.categories.KeptCategories around the loop's module, not by clip_losses.
+    # mpgsam2.training.kept_heads.KeptCategories around the loop's module, not by clip_losses.
     categories: float = 0.0
 
 
