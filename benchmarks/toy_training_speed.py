@@ -29,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mpgsam2.training import MAIN_LOG, read_log  # noqa: E402
+from mpgsam2.training.categories import CATEGORIES_LOG  # noqa: E402
+from mpgsam2.training.grounding import GROUNDING_LOG  # noqa: E402
 from mpgsam2.training.run_config import load_config  # noqa: E402
 
 logger = logging.getLogger("toy_training_speed")
@@ -36,15 +39,15 @@ logger = logging.getLogger("toy_training_speed")
 CONFIG = ROOT / "configs" / "toy.json"
 # What each stage logs, and the configuration's step count for it.
 STAGES = {
-    "categories": ("categories_log.jsonl", lambda c: c.categories.steps),
-    "grounding": ("grounding_log.jsonl", lambda c: c.grounding.steps),
-    "main": ("log.jsonl", lambda c: c.schedule.max_steps),
+    "categories": (CATEGORIES_LOG, lambda c: c.categories.steps),
+    "grounding": (GROUNDING_LOG, lambda c: c.grounding.steps),
+    "main": (MAIN_LOG, lambda c: c.schedule.max_steps),
 }
 
 
 def stage_pace(log: Path) -> tuple[float, int]:
     """The mean seconds per step of a stage's log windows after the first, and how many steps they cover."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = read_log(log)
     windows = [(b["step"] - a["step"], b["s_per_step"]) for a, b in zip(rows, rows[1:])]
     windows = windows[1:] or windows  # the first window holds the warm-up
     steps = sum(n for n, _ in windows)

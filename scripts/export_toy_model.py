@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mpgsam2.checkpoints import load_model, resolve_source
+from mpgsam2.training import MAIN_LOG, read_log
 from mpgsam2.training.categories import CATEGORIES_LOG
 from mpgsam2.training.grounding import GROUNDING_LOG
 
@@ -33,8 +33,7 @@ WEIGHTS = "model.safetensors"
 
 def write_curve(log: Path, csv_path: Path, last_step: int | None) -> list[dict]:
     """A run's JSON-lines log as CSV (rows up to ``last_step``); returns the rows."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    rows = [row for row in rows if last_step is None or row["step"] <= last_step]
+    rows = [row for row in read_log(log) if last_step is None or row["step"] <= last_step]
     columns = [c for c in ("step", "epoch", "lr", "s_per_step") if c in rows[0]]
     columns += sorted(k for k in rows[0] if k.startswith("loss") or k.endswith("accuracy"))
     with csv_path.open("w", newline="") as handle:
@@ -65,7 +64,7 @@ def main() -> None:
         {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, args.output / WEIGHTS
     )
     step = int(source.name.rpartition("-")[2])  # checkpoint-N: the curve up to the exported step
-    rows = write_curve(args.run / "log.jsonl", args.output / "training_log.csv", step)
+    rows = write_curve(args.run / MAIN_LOG, args.output / "training_log.csv", step)
     for stage_log in (CATEGORIES_LOG, GROUNDING_LOG):
         curve = args.output / stage_log.replace(".jsonl", ".csv")
         if (args.run / stage_log).is_file():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from short_runs import short_run
 
 from mpgsam2 import build_model, load_tokenizer
 from mpgsam2.datasets import DatasetSpec
@@ -37,6 +38,7 @@ from mpgsam2.training import (
     categories_batches,
     load_config,
     pretrain_categories,
+    read_log,
 )
 from mpgsam2.training.categories import CATEGORIES_LOG
 
@@ -50,16 +52,7 @@ def toy_root(tmp_path_factory):
 
 
 def frames_of(root, model, **options) -> PatchCategories:
-    beit3, preprocessing = model.config.beit3, model.config.preprocess
-    return PatchCategories(
-        root,
-        "train",
-        beit3.image_size,
-        preprocessing.mean,
-        preprocessing.std,
-        beit3.grid_size,
-        **options,
-    )
+    return PatchCategories.for_model(root, "train", model.config, **options)
 
 
 def dataset_image(dataset: PatchCategories, video: str, frame: int) -> torch.Tensor:
@@ -182,28 +175,8 @@ def test_kept_batches_started_part_way_are_the_batches_an_uninterrupted_stream_d
 
 
 def kept_run_overrides(output_dir, *extra: str) -> list[str]:
-    return [
-        f"output_dir={output_dir}",
-        "data.train.0.toy.num_videos=3",
-        "data.train.0.num_frames=3",
-        "data.eval=null",
-        "train.max_steps=3",
-        "optim.warmup_steps=2",
-        "train.log_every=1",
-        "train.save_every_steps=2",
-        "categories.steps=2",
-        "categories.batch_size=2",
-        "categories.kept_batch_size=2",
-        "grounding.steps=3",
-        "grounding.batch_size=2",
-        "grounding.categories=1",
-        "categories.extremes=0",  # the kinds' head alone; the extremes' test turns it on
-        *extra,
-    ]
-
-
-def read_log(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    # The kinds' head alone (the extremes' test turns the other on), on frames of its own.
+    return short_run(output_dir, "categories.kept_batch_size=2", "categories.extremes=0", *extra)
 
 
 def test_a_run_keeps_the_categories_head_training_beside_the_later_stages_and_resumes_exactly(tmp_path):

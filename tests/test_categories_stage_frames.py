@@ -4,13 +4,13 @@ head's loss is that of the very tokens the stage computed."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from short_runs import short_run
 
 from mpgsam2 import build_model, load_tokenizer
 from mpgsam2.datasets import ClipTransform
@@ -27,7 +27,7 @@ from mpgsam2.datasets.registry import TrainingSet
 from mpgsam2.datasets.toy import generate_toy_clip, video_name, write_toy_dataset
 from mpgsam2.datasets.videos import RefYouTubeVOS
 from mpgsam2.tokenizer import TOY_TOKENIZER
-from mpgsam2.training import CategoriesForward, CategoriesSpec, load_config
+from mpgsam2.training import CategoriesForward, CategoriesSpec, load_config, read_log
 from mpgsam2.training.forward import TrainingForward
 from mpgsam2.training.grounding import GroundingForward, encoder_batch
 from mpgsam2.training.kept_heads import StageFrameCategories, label_stage_frames
@@ -49,16 +49,7 @@ def model():
 
 def labelled_clips(root, model, num_frames: int) -> tuple[RefYouTubeVOS, PatchCategories]:
     """The split's clips with patch labels (kinds and extremes) added by :func:`label_stage_frames`."""
-    beit3, preprocessing = model.config.beit3, model.config.preprocess
-    part = PatchCategories(
-        root,
-        "train",
-        beit3.image_size,
-        preprocessing.mean,
-        preprocessing.std,
-        beit3.grid_size,
-        extremes=True,
-    )
+    part = PatchCategories.for_model(root, "train", model.config, extremes=True)
     transform = ClipTransform(model.config, load_tokenizer(TOY_TOKENIZER))
     dataset = RefYouTubeVOS(root, "train", num_frames=num_frames, transform=transform, seed=2)
     assert label_stage_frames(TrainingSet([dataset, dataset]), TrainingSet([part])) == 1
@@ -76,11 +67,16 @@ def expected_labels(masks: np.ndarray, kinds: list[str], categories, grid: int) 
 
 def test_each_clip_carries_its_frames_patch_labels_and_a_flip_mirrors_them(toy_root, model):
     dataset, part = labelled_clips(toy_root, model, num_frames=3)
+    unlabelled = RefYouTubeVOS(toy_root, "train", num_frames=3)
     grid = model.config.beit3.grid_size
     checked = 0
     for index in range(0, len(dataset), max(1, len(dataset) // 9)):
         raw = dataset.raw_item(index)
-        video = raw.source.split(":")[1].split("/")[0]
+        video, exp_id = raw.source.split(":")[1].split("/")
+        # The labels come from the same read of each frame's PNG as the target's masks, which stay as
+        # a clip without labels has them.
+        plain = unlabelled.load_clip(video, exp_id, list(raw.frame_indices))
+        assert plain.patch_labels is None and np.array_equal(plain.masks, raw.masks)
         clip = generate_toy_clip(FIRST_SEED + [video_name(FIRST_SEED + i) for i in range(12)].index(video))
         kinds = [shape.shape for shape in clip.objects]
         assert raw.patch_labels.shape == (3, grid * grid, 9)
@@ -173,30 +169,10 @@ def test_a_stage_that_encodes_other_frames_than_its_clips_is_refused(toy_root, m
         forward(clips, 1.0)
 
 
-def read_log(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def stage_run(output_dir, *extra: str) -> list[str]:
-    return [
-        f"output_dir={output_dir}",
-        "data.train.0.toy.num_videos=3",
-        "data.train.0.num_frames=3",
-        "data.eval=null",
-        "train.max_steps=3",
-        "optim.warmup_steps=2",
-        "train.log_every=1",
-        "train.save_every_steps=2",
-        "categories.steps=2",
-        "categories.batch_size=2",
-        "grounding.steps=3",
-        "grounding.batch_size=2",
-        "grounding.categories=1",
-        "loss.categories=1",
-        "categories.extremes=1",
-        "categories.kept_frames=stage",
-        *extra,
-    ]
+    return short_run(
+        output_dir, "loss.categories=1", "categories.extremes=1", "categories.kept_frames=stage", *extra
+    )
 
 
 def test_a_run_trains_the_kept_heads_on_the_stages_frames_and_resumes_exactly(tmp_path):

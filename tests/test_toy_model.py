@@ -17,7 +17,14 @@ from mpgsam2.datasets.toy import VOCABULARY, ToyConfig, ToyExpression, generate_
 from mpgsam2.modeling.config import HIERA_PRESETS
 from mpgsam2.modeling.sam2_adapter import SAM2_DECODER_WIDTHS
 from mpgsam2.tokenizer import TOY_TOKENIZER
-from mpgsam2.training import TrainingForward, forward_backward, load_config, prepare_for_training, train
+from mpgsam2.training import (
+    TrainingForward,
+    forward_backward,
+    load_config,
+    prepare_for_training,
+    read_log,
+    train,
+)
 from mpgsam2.training.losses import LossWeights
 from mpgsam2.training.optim import learning_rate_factor, set_learning_rates
 
@@ -184,12 +191,12 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert summary["steps"] == 3 and all(
         np.isfinite(h["loss"]) and "loss_prior" in h for h in summary["history"]
     )
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    log = read_log(tmp_path / "log.jsonl")
     # Warm-up over 2 of 3 steps, then the cosine at step 2 of 3.
     assert [entry["lr"] for entry in log] == pytest.approx([2.5e-4, 5e-4 * 0.75, 5e-4 * 0.25])
-    grounding = [json.loads(line) for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()]
+    grounding = read_log(tmp_path / "grounding_log.jsonl")
     assert [entry["step"] for entry in grounding] == [1, 2]
-    categories = [json.loads(line) for line in (tmp_path / "categories_log.jsonl").read_text().splitlines()]
+    categories = read_log(tmp_path / "categories_log.jsonl")
     assert [entry["step"] for entry in categories] == [1, 2]
     assert summary["eval"]["num_expressions"] >= 1
     loaded = load_model(tmp_path / "checkpoint-3", device="cpu")

@@ -50,6 +50,7 @@ from mpgsam2.training import (
     parameter_groups,
     prepare_for_training,
     pretrain_grounding,
+    read_log,
     set_dropout,
     train,
     video_forward,
@@ -495,7 +496,7 @@ def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root,
     stage = GroundingSpec(steps=2, batch_size=2, cell_choice=0.5)
     losses = pretrain_grounding(model, stage, dataset, DistributedContext(), tmp_path, log_every=1)
     assert len(losses) == 2 and all(np.isfinite(losses))
-    records = [json.loads(line) for line in (tmp_path / "grounding_log.jsonl").read_text().splitlines()]
+    records = read_log(tmp_path / "grounding_log.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     assert all(r["loss_cell_choice"] > 0 and r["loss_prior"] > 0 for r in records)
     with pytest.raises(ValueError, match="cell_choice"):

@@ -71,6 +71,21 @@ def decode_rle(rle: dict) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def read_object_ids(path: Path) -> np.ndarray:
+    """(H, W): the object ids of a palette PNG."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("P") if image.mode not in ("P", "L") else image)
+
+
+def expression_mask(object_ids: np.ndarray | None, expression: dict, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: an expression's target(s) (its ``obj_id``, one or a list) in a frame's object ids;
+    empty where the frame has no annotation (None: the object is absent)."""
+    if object_ids is None:
+        return np.zeros(size, dtype=bool)
+    obj_ids = expression["obj_id"] if isinstance(expression["obj_id"], list) else [expression["obj_id"]]
+    return np.isin(object_ids, [int(i) for i in obj_ids])
+
+
 def _load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
@@ -161,15 +176,17 @@ class BenchmarkSplit:
                 if rle is not None:
                     mask |= decode_rle(rle)
             return mask
+        return expression_mask(self.object_ids(video, frame_index), expression, size)
+
+    def object_ids(self, video: str, frame_index: int) -> np.ndarray | None:
+        """(H, W) uint8: the object id of each pixel of one frame (its palette PNG, 0 where no object is);
+        None where the frame has no annotation."""
         if self.annotation_root is None:
-            raise FileNotFoundError(f"Split {self.split!r} under {self.root} has no ground truth.")
+            raise FileNotFoundError(
+                f"Split {self.split!r} under {self.root} has no ground truth (Annotations/)."
+            )
         path = self.annotation_root / video / f"{self.frames[video][frame_index]}.png"
-        if not path.is_file():
-            return np.zeros(size, dtype=bool)  # an unannotated frame: the object is absent
-        with Image.open(path) as image:
-            labels = np.asarray(image.convert("P") if image.mode not in ("P", "L") else image)
-        obj_ids = expression["obj_id"] if isinstance(expression["obj_id"], list) else [expression["obj_id"]]
-        return np.isin(labels, [int(i) for i in obj_ids])
+        return read_object_ids(path) if path.is_file() else None
 
     def __iter__(self) -> Iterator[VideoExpressions]:
         """Every video of the split with its expressions, in sorted order."""

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
 from ..inference.frames import preprocess
-from .layouts import BenchmarkSplit
+from ..modeling.config import MPGSAM2Config
+from .layouts import BenchmarkSplit, read_object_ids
 
 #: The per-object meta file of a split, beside its JPEGImages folder.
 OBJECT_META = "meta.json"
@@ -175,6 +175,15 @@ class PatchCategories(Dataset):
         self.seed, self.epoch = seed, 0
         self.extremes = extremes
 
+    @classmethod
+    def for_model(cls, root: str | Path, split: str, config: MPGSAM2Config, **options) -> PatchCategories:
+        """The split's frames at the input size, normalisation and patch grid of ``config``'s BEiT-3
+        (``options``: the other arguments)."""
+        beit3, preprocessing = config.beit3, config.preprocess
+        return cls(
+            root, split, beit3.image_size, preprocessing.mean, preprocessing.std, beit3.grid_size, **options
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Draw other frames: each (seed, epoch, video) picks its own."""
         self.epoch = epoch
@@ -194,16 +203,19 @@ class PatchCategories(Dataset):
     def patch_labels(self, video: str, frame_name: str) -> torch.Tensor:
         """(grid * grid,) int64: the category index of the object owning each patch of one frame; with
         ``extremes``, (grid * grid, 1 + G * D) with its extreme targets after it (see the class)."""
+        path = self.benchmark.annotation_root / video / f"{frame_name}.png"
+        return self.labels_of(video, read_object_ids(path) if path.is_file() else None)
+
+    def labels_of(self, video: str, object_ids: np.ndarray | None) -> torch.Tensor:
+        """:meth:`patch_labels` of a frame of ``video`` already read: its (H, W) object ids, or None where
+        the frame has no annotation (it teaches nothing)."""
         patches = self.grid * self.grid
         labels = torch.full((patches,), IGNORED, dtype=torch.int64)
         width = len(EXTREME_GROUPS) * len(DIRECTIONS) if self.extremes else 0
         relations = torch.full((patches, width), NO_EXTREME, dtype=torch.int64)
-        path = self.benchmark.annotation_root / video / f"{frame_name}.png"
         known = [(i, c) for i, c in self.objects[video].items() if c in self.categories]
-        if path.is_file() and known:  # an unannotated frame teaches nothing
-            with Image.open(path) as png:
-                ids = np.asarray(png.convert("P") if png.mode not in ("P", "L") else png)
-            masks = np.stack([ids == obj_id for obj_id, _ in known])
+        if object_ids is not None and known:
+            masks = np.stack([object_ids == obj_id for obj_id, _ in known])
             owned, owner = owned_patches(masks[:, None], self.grid)
             index = torch.tensor([self.categories.index(c) for _, c in known])
             labels = torch.where(owned[0], index[owner[0]], labels)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..expressions import clean_expression
-from .layouts import BenchmarkSplit, VideoExpressions
+from .layouts import BenchmarkSplit, VideoExpressions, expression_mask
 from .samples import RawClip
 from .sampling import anchor_frames, sample_clip_frames
 
@@ -72,9 +72,10 @@ class ReferringVideoDataset(Dataset):
         self.epoch = 0
         self.meta = self.benchmark.meta
         self.frames = self.benchmark.frames
-        # ``labeller(video, frame_name)`` -> one frame's patch labels, added to every clip when set
+        # ``labeller(video, object_ids)`` -> the patch labels of one frame of ``video`` from its (H, W)
+        # object ids (None: unannotated), added to every clip when set
         # (:func:`mpgsam2.training.kept_heads.label_stage_frames`).
-        self.patch_labeller: Callable[[str, str], torch.Tensor] | None = None
+        self.patch_labeller: Callable[[str, np.ndarray | None], torch.Tensor] | None = None
         self.items = [
             (video, exp_id, anchor)
             for video, entry in self.meta.items()
@@ -97,11 +98,14 @@ class ReferringVideoDataset(Dataset):
         expression = self.meta[video]["expressions"][exp_id]
         frames = self.benchmark.load_frames(video, frame_indices)
         size = frames.shape[1:3]
-        masks = np.stack([self.benchmark.object_mask(video, expression, i, size) for i in frame_indices])
         patch_labels = None
-        if self.patch_labeller is not None:
-            names = self.frames[video]
-            patch_labels = torch.stack([self.patch_labeller(video, names[i]) for i in frame_indices])
+        if self.patch_labeller is None:
+            masks = np.stack([self.benchmark.object_mask(video, expression, i, size) for i in frame_indices])
+        else:
+            # One read of each frame's PNG gives both the target's mask and the patch labels.
+            object_ids = [self.benchmark.object_ids(video, i) for i in frame_indices]
+            masks = np.stack([expression_mask(ids, expression, size) for ids in object_ids])
+            patch_labels = torch.stack([self.patch_labeller(video, ids) for ids in object_ids])
         return RawClip(
             frames=frames,
             masks=masks,

@@ -23,6 +23,7 @@
 * :func:`pretrain_grounding` - a stage before the main loop (not official, for training from scratch): BEiT-3
   and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`).
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
+* :func:`read_log` - a run's curves: the records of ``log.jsonl`` (:data:`MAIN_LOG`) or of a stage's log.
 
 Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
 ``torchrun`` provides the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...).
@@ -65,6 +66,7 @@ from .optim import (
 from .prepare import enable_gradient_checkpointing, freeze_image_encoder, prepare_for_training, set_dropout
 from .resume import last_checkpoint, save_checkpoint
 from .run_config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
+from .stage_log import MAIN_LOG, read_log
 
 __all__ = [
     "CategoriesForward",
@@ -102,6 +104,8 @@ __all__ = [
     "learning_rate_factor",
     "load_config",
     "main",
+    "MAIN_LOG",
+    "read_log",
     "parameter_groups",
     "prepare_for_training",
     "label_stage_frames",

@@ -186,18 +186,9 @@ def build_categories_set(
             "categories.steps needs a training set whose objects have categories (a Ref-YouTube-VOS split "
             "with <split>/meta.json); none of data.train has one. Set categories.steps to 0."
         )
-    beit3, preprocessing = model.config.beit3, model.config.preprocess
     parts = [
-        PatchCategories(
-            spec.root,
-            spec.split,
-            beit3.image_size,
-            preprocessing.mean,
-            preprocessing.std,
-            beit3.grid_size,
-            seed,
-            spec.max_items,
-            extremes=extremes,
+        PatchCategories.for_model(
+            spec.root, spec.split, model.config, seed=seed, max_videos=spec.max_items, extremes=extremes
         )
         for spec in usable
     ]

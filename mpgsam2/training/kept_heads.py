@@ -155,6 +155,6 @@ def label_stage_frames(training_set: TrainingSet, categories_set: TrainingSet) -
         benchmark = getattr(dataset, "benchmark", None)
         part = None if benchmark is None else parts.get((benchmark.root.resolve(), benchmark.split))
         if part is not None:
-            dataset.patch_labeller = part.patch_labels
+            dataset.patch_labeller = part.labels_of
             labelled += 1
     return labelled

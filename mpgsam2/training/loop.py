@@ -50,6 +50,7 @@ from .resume import (
     save_checkpoint,
 )
 from .run_config import TrainConfig
+from .stage_log import MAIN_LOG, append_record
 
 logger = logging.getLogger(__name__)
 
@@ -265,19 +266,16 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                             epoch, step, batch_index + 1, steps_per_epoch, mean["loss"],
                             mean["loss_mask"], mean["loss_dice"], mean["loss_sim"], seconds,
                         )  # fmt: skip
-                        with (output_dir / "log.jsonl").open("a") as log:
-                            log.write(
-                                json.dumps(
-                                    {
-                                        "step": step,
-                                        "epoch": epoch,
-                                        **mean,
-                                        "lr": optimizer.param_groups[0]["lr"],
-                                        "s_per_step": seconds,
-                                    }
-                                )
-                                + "\n"
-                            )
+                        append_record(
+                            output_dir / MAIN_LOG,
+                            {
+                                "step": step,
+                                "epoch": epoch,
+                                **mean,
+                                "lr": optimizer.param_groups[0]["lr"],
+                                "s_per_step": seconds,
+                            },
+                        )
                     window, tick = [], time.time()
                 done = schedule.max_steps is not None and step >= schedule.max_steps
                 periodic = schedule.save_every_steps and step % schedule.save_every_steps == 0

@@ -1,4 +1,5 @@
-"""The curve of a pre-training stage: means of its logged terms over windows of steps, in the run's folder."""
+"""The curves of a run: means of each stage's logged terms over windows of steps, one JSON object a line in
+the run's folder."""
 
 from __future__ import annotations
 
@@ -12,6 +13,20 @@ import numpy as np
 from .distributed import DistributedContext, mean_over_processes
 
 logger = logging.getLogger(__name__)
+
+#: The main loop's log; the stages before it write their own beside it.
+MAIN_LOG = "log.jsonl"
+
+
+def append_record(path: Path, record: dict) -> None:
+    """Adds one window's record to a log (main process only)."""
+    with path.open("a") as log:
+        log.write(json.dumps(record) + "\n")
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """The records of a log, in order."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 class StageLog:
@@ -40,7 +55,5 @@ class StageLog:
                 ", ".join(f"{name} {value:.4f}" for name, value in means.items()),
                 seconds,
             )
-            record = {"step": step, **means, "lr": lr, "s_per_step": seconds}
-            with self.path.open("a") as log:
-                log.write(json.dumps(record) + "\n")
+            append_record(self.path, {"step": step, **means, "lr": lr, "s_per_step": seconds})
         self.window, self.tick = [], time.time()
