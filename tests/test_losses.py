@@ -4,6 +4,7 @@ and the two terms for training from scratch, off unless weighted."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from mpgsam2.training.losses import (
     LossWeights,
     clip_losses,
     count_visible_frames,
+    covered_fractions,
     dice_loss,
     mask_text_similarity_loss,
     object_score_loss,
@@ -143,6 +145,13 @@ def test_the_from_scratch_terms_are_off_by_default_and_add_their_weighted_values
     torch.testing.assert_close(extended["loss"], official["loss"] + 2 * presence + 5 * grounding)
     with pytest.raises(ValueError, match="object scores"):
         clip_losses(clips_logits, clips_targets, scores, 2.0, weights)
+    # The prior frame by frame: only that term changes.
+    framewise = clip_losses(
+        clips_logits, clips_targets, scores, 2.0, replace(weights, prior_per_frame=True), **extras
+    )
+    by_frame = sum(prior_loss(p, g, 2.0, per_frame=True) for p, g in zip(priors, clips_targets))
+    torch.testing.assert_close(framewise["loss_prior"], by_frame)
+    torch.testing.assert_close(framewise["loss"] - 5 * by_frame, extended["loss"] - 5 * grounding)
 
 
 def test_object_score_loss_is_the_cross_entropy_of_visibility():
@@ -180,6 +189,27 @@ def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():
     torch.testing.assert_close(prior_loss(logits, targets, 1.0), expected)
     good = torch.where(fractions > 0.75, 8.0, torch.where(fractions > 0.25, 0.0, -8.0))
     assert prior_loss(good, targets, 1.0) < prior_loss(-good, targets, 1.0)
+
+
+def test_the_prior_loss_frame_by_frame_charges_a_lit_hidden_frame_as_a_clip_of_its_own():
+    """Over a clip's volume, a look-alike lit on a frame where the target is hidden costs almost nothing; frame
+    by frame it costs what it costs in a single-frame clip, and per-frame equals a sum of one-frame clips."""
+    targets = torch.zeros(3, 28, 28)
+    targets[:2, 4:12, 4:12] = 1  # visible on frames 0 and 1, hidden on frame 2
+    right = torch.where(covered_fractions(targets, (14, 14)) > 0.5, 8.0, -8.0)
+    lit = right.clone()
+    lit[2, 10:12, 10:12] = 8.0  # frame 2: four cells on something else
+    singles = sum(prior_loss(lit[t : t + 1], targets[t : t + 1], 2.0) for t in range(3))
+    torch.testing.assert_close(prior_loss(lit, targets, 2.0, per_frame=True), singles)
+    over_volume = prior_loss(lit, targets, 2.0) - prior_loss(right, targets, 2.0)
+    per_frame = prior_loss(lit, targets, 2.0, True) - prior_loss(right, targets, 2.0, True)
+    assert per_frame > 5 * over_volume
+    alone = prior_loss(lit[2:], targets[2:], 2.0) - prior_loss(right[2:], targets[2:], 2.0)
+    torch.testing.assert_close(per_frame, alone)
+    # One frame: the two are the same loss.
+    torch.testing.assert_close(
+        prior_loss(lit[:1], targets[:1], 2.0, True), prior_loss(lit[:1], targets[:1], 2.0)
+    )
 
 
 def test_the_cell_choice_loss_makes_the_prior_cells_compete_for_the_target():

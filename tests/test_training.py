@@ -55,6 +55,8 @@ from mpgsam2.training import (
     train,
     video_forward,
 )
+from mpgsam2.training.grounding import encoder_batch
+from mpgsam2.training.losses import prior_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_FAST_NAMES = ("mask_linear", "mask_product", "vmtoken", "mmfusion_module", "objfusion_module", "vtlfusion_module")  # fmt: skip
@@ -501,6 +503,31 @@ def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root,
     assert all(r["loss_cell_choice"] > 0 and r["loss_prior"] > 0 for r in records)
     with pytest.raises(ValueError, match="cell_choice"):
         GroundingSpec(cell_choice=-1.0)
+
+
+def test_the_grounding_stage_can_take_the_prior_loss_frame_by_frame(data_root, train_tokenizer, tmp_path):
+    model = fresh_model()
+    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
+    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    clips = [dataset[i] for i in range(2)]
+    with torch.no_grad():
+        plain = GroundingForward(model)(clips, 1.0)
+        framewise = GroundingForward(model, prior_per_frame=True)(clips, 1.0)
+        expected = plain["loss_prior"].new_zeros(())
+        for clip in clips:  # each clip through the two parts alone, its two frames scored one by one
+            context = model.mask_prior(model.multimodal_encoder(*encoder_batch([clip])))
+            expected = expected + prior_loss(context.prior_logits, clip.masks, 1.0, per_frame=True)
+    torch.testing.assert_close(framewise["loss_prior"], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(framewise["loss_prior"], plain["loss_prior"])
+    # The stage's setting reaches its loss: the same first batch, another prior loss.
+    logged = {}
+    for per_frame in (False, True):
+        folder = tmp_path / str(per_frame)
+        folder.mkdir()
+        stage = GroundingSpec(steps=1, batch_size=2, prior_per_frame=per_frame)
+        pretrain_grounding(fresh_model(), stage, dataset, DistributedContext(), folder, log_every=1)
+        logged[per_frame] = read_log(folder / "grounding_log.jsonl")[0]["loss_prior"]
+    assert logged[True] != pytest.approx(logged[False], rel=1e-3)
 
 
 @pytest.mark.slow

@@ -63,6 +63,10 @@ class GroundingSpec:
     # ``categories.steps``), on ``categories.kept_batch_size`` more frames a step: see
     # :class:`mpgsam2.training.kept_heads.KeptCategories`.
     categories: float = 0.0
+    # The prior loss frame by frame instead of over each clip's volume (see
+    # :func:`mpgsam2.training.losses.prior_loss`): with clips of several frames, a frame where the target is
+    # hidden is then taught an empty prior as firmly as in a clip of its own.
+    prior_per_frame: bool = False
 
     def __post_init__(self) -> None:
         weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
@@ -80,11 +84,12 @@ class GroundingForward(nn.Module):
     Holds the two trained parts only, so that ``DistributedDataParallel`` synchronises nothing else.
     """
 
-    def __init__(self, model: MPGSAM2, cell_choice: float = 0.0):
+    def __init__(self, model: MPGSAM2, cell_choice: float = 0.0, prior_per_frame: bool = False):
         super().__init__()
         self.multimodal_encoder = model.multimodal_encoder
         self.mask_prior = model.mask_prior
         self.cell_choice = cell_choice
+        self.prior_per_frame = prior_per_frame
 
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
         """clips: on the model's device. Returns ``{"loss", "loss_prior"}``, and ``"loss_cell_choice"`` (before
@@ -103,7 +108,7 @@ class GroundingForward(nn.Module):
                 hidden=encoded.hidden[rows],
             )
             context = self.mask_prior(own)
-            prior.append(prior_loss(context.prior_logits, clip.masks, num_boxes))
+            prior.append(prior_loss(context.prior_logits, clip.masks, num_boxes, self.prior_per_frame))
             if self.cell_choice:
                 choice.append(prior_cell_choice_loss(context.prior_logits, clip.masks, num_boxes))
         loss_prior = torch.stack(prior).sum()
@@ -191,7 +196,7 @@ def pretrain_grounding(
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.
-    forward = GroundingForward(model, spec.cell_choice)
+    forward = GroundingForward(model, spec.cell_choice, spec.prior_per_frame)
     if spec.categories:
         forward = kept.around(forward, spec.categories)
     module = wrap_distributed(forward, context, find_unused_parameters=True)

@@ -21,7 +21,7 @@ Not in the official recipe, for models trained from scratch (weight 0, left out,
   trained object-score head, which none of the three official terms reaches (the score gates the masks
   through a hard threshold), so a model trained from scratch needs it to ever report a hidden target;
 * ``loss_prior``, focal + dice of the prior mask against the ground truth averaged onto the prior's grid
-  (:func:`prior_loss`): direct supervision of the text grounding, which the official model brings from
+  (:func:`prior_loss`, over each clip or frame by frame): direct supervision of the text grounding, which the official model brings from
   pre-trained BEiT-3 / EVF-SAM weights;
 * in the grounding stage only (``grounding.cell_choice``, 0 by default), a cross-entropy over each frame's
   prior cells (:func:`prior_cell_choice_loss`), which makes the cells compete for the target.
@@ -51,6 +51,9 @@ class LossWeights:
     # "always visible".
     object_hidden: float = 1.0
     prior: float = 0.0  # prior_loss: BEiT-3 and the prior generator
+    # prior_loss frame by frame instead of over each clip's volume (see :func:`prior_loss`); with T frames a
+    # clip the term grows about T times, so its weight wants about 1 / T of the volume's.
+    prior_per_frame: bool = False
     # The categories stage's loss kept on in the main loop (it needs ``categories.steps``); added by
     # mpgsam2.training.kept_heads.KeptCategories around the loop's module, not by clip_losses.
     categories: float = 0.0
@@ -164,21 +167,29 @@ def covered_fractions(targets: torch.Tensor, grid: Sequence[int]) -> torch.Tenso
     return F.interpolate(targets[:, None].float(), size=tuple(grid), mode="area")[:, 0]
 
 
-def prior_loss(prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float) -> torch.Tensor:
+def prior_loss(
+    prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float, per_frame: bool = False
+) -> torch.Tensor:
     """Focal + dice of one clip's prior masks against its ground truth averaged onto the prior's grid.
+
+    Over the clip's whole volume (as the official mask terms), a frame where the target is hidden barely
+    counts: its lit cells only add a little to the clip's dice denominator, so a prior that lights a look-alike
+    there costs almost nothing. ``per_frame`` scores each frame as a clip of its own, where an empty frame's
+    dice is ``1 - 1 / (sum(p) + 1)`` and any lit cell costs; a clip of one frame gives the same either way.
 
     Args:
         prior_logits: (T, g, g) logits of the prior masks.
         targets: (T, S, S) 0/1 ground truth; each prior cell's target is the fraction of it covered.
         num_boxes: the normaliser (visible frames), as for the mask terms.
+        per_frame: focal and dice of each frame alone, summed over the T frames (default: over the volume).
     Returns:
         A scalar.
     """
     fractions = covered_fractions(targets, prior_logits.shape[-2:])
-    logits = prior_logits[None].float()
-    return sigmoid_focal_loss(logits, fractions[None], num_boxes) + dice_loss(
-        logits, fractions[None], num_boxes
-    )
+    logits = prior_logits.float()
+    if not per_frame:
+        logits, fractions = logits[None], fractions[None]
+    return sigmoid_focal_loss(logits, fractions, num_boxes) + dice_loss(logits, fractions, num_boxes)
 
 
 def prior_cell_choice_loss(
@@ -274,6 +285,8 @@ def clip_losses(
     if weights.prior:
         if prior_logits is None:
             raise ValueError("The prior loss needs the prior logits of every clip.")
-        losses["loss_prior"] = sum(prior_loss(p, g, num_boxes) for p, g in zip(prior_logits, targets))
+        losses["loss_prior"] = sum(
+            prior_loss(p, g, num_boxes, weights.prior_per_frame) for p, g in zip(prior_logits, targets)
+        )
         total = total + weights.prior * losses["loss_prior"]
     return {"loss": total, **losses}
