@@ -192,8 +192,9 @@ def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():
 
 
 def test_the_prior_loss_frame_by_frame_charges_a_lit_hidden_frame_as_a_clip_of_its_own():
-    """Over a clip's volume, a look-alike lit on a frame where the target is hidden costs almost nothing; frame
-    by frame it costs what it costs in a single-frame clip, and per-frame equals a sum of one-frame clips."""
+    """Over a clip's volume, a look-alike lit on a frame where the target is hidden costs almost nothing;
+    frame by frame it costs what it costs in a single-frame clip, and per-frame equals a sum of one-frame
+    clips."""
     targets = torch.zeros(3, 28, 28)
     targets[:2, 4:12, 4:12] = 1  # visible on frames 0 and 1, hidden on frame 2
     right = torch.where(covered_fractions(targets, (14, 14)) > 0.5, 8.0, -8.0)

@@ -21,8 +21,8 @@ Not in the official recipe, for models trained from scratch (weight 0, left out,
   trained object-score head, which none of the three official terms reaches (the score gates the masks
   through a hard threshold), so a model trained from scratch needs it to ever report a hidden target;
 * ``loss_prior``, focal + dice of the prior mask against the ground truth averaged onto the prior's grid
-  (:func:`prior_loss`, over each clip or frame by frame): direct supervision of the text grounding, which the official model brings from
-  pre-trained BEiT-3 / EVF-SAM weights;
+  (:func:`prior_loss`, over each clip or frame by frame): direct supervision of the text grounding, which
+  the official model brings from pre-trained BEiT-3 / EVF-SAM weights;
 * in the grounding stage only (``grounding.cell_choice``, 0 by default), a cross-entropy over each frame's
   prior cells (:func:`prior_cell_choice_loss`), which makes the cells compete for the target.
 """
@@ -173,9 +173,10 @@ def prior_loss(
     """Focal + dice of one clip's prior masks against its ground truth averaged onto the prior's grid.
 
     Over the clip's whole volume (as the official mask terms), a frame where the target is hidden barely
-    counts: its lit cells only add a little to the clip's dice denominator, so a prior that lights a look-alike
-    there costs almost nothing. ``per_frame`` scores each frame as a clip of its own, where an empty frame's
-    dice is ``1 - 1 / (sum(p) + 1)`` and any lit cell costs; a clip of one frame gives the same either way.
+    counts: its lit cells only add a little to the clip's dice denominator, so a prior that lights a
+    look-alike there costs almost nothing. ``per_frame`` scores each frame as a clip of its own, where an
+    empty frame's dice is ``1 - 1 / (sum(p) + 1)`` and any lit cell costs; a clip of one frame gives the
+    same either way.
 
     Args:
         prior_logits: (T, g, g) logits of the prior masks.
