@@ -483,10 +483,15 @@ def test_the_grounding_stage_reads_all_clips_in_one_pass_with_the_losses_and_gra
     assert diff <= 1e-5 * scale, (diff, scale)
 
 
+def two_frame_clips(data_root: Path, model, tokenizer):
+    """The synthetic Ref-YouTube-VOS videos as 2-frame training clips, for the grounding stage's tests."""
+    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
+    return build_training_set([spec], ClipTransform(model.config, tokenizer), False, 0)
+
+
 def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root, train_tokenizer, tmp_path):
     model = fresh_model()
-    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
-    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    dataset = two_frame_clips(data_root, model, train_tokenizer)
     clips = [dataset[i] for i in range(2)]
     with torch.no_grad():
         plain = GroundingForward(model)(clips, 1.0)
@@ -507,8 +512,7 @@ def test_the_grounding_stage_can_add_the_cell_choice_term_and_logs_it(data_root,
 
 def test_the_grounding_stage_can_take_the_prior_loss_frame_by_frame(data_root, train_tokenizer, tmp_path):
     model = fresh_model()
-    spec = DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)
-    dataset = build_training_set([spec], ClipTransform(model.config, train_tokenizer), False, 0)
+    dataset = two_frame_clips(data_root, model, train_tokenizer)
     clips = [dataset[i] for i in range(2)]
     with torch.no_grad():
         plain = GroundingForward(model)(clips, 1.0)
