@@ -61,7 +61,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("config", help="a JSON configuration (see configs/)")
     parser.add_argument("--output-dir", default=None, help="override the configuration's output_dir")
     parser.add_argument(
-        "--resume", default=None, help="'auto' (the run's last checkpoint) or a checkpoint folder"
+        "--resume",
+        default=None,
+        help="'auto' (the run's last checkpoint) or a checkpoint folder; a run's checkpoint-stages folder "
+        "starts the main loop after its pre-training stages, with this configuration's main-loop settings",
     )
     parser.add_argument(
         "--set",

@@ -43,6 +43,7 @@ from .model_init import build_training_model
 from .optim import build_optimizer, learning_rate_factor, set_learning_rates
 from .prepare import prepare_for_training
 from .resume import (
+    STAGES_CHECKPOINT,
     gather_rng_states,
     last_checkpoint,
     load_progress,
@@ -67,6 +68,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
     Args:
         config: see :class:`TrainConfig`.
         resume: ``"auto"`` (the run's last checkpoint, if any), a checkpoint folder, or None (start afresh).
+            A run's :data:`~mpgsam2.training.resume.STAGES_CHECKPOINT` starts the main loop after its stages.
     Returns:
         A summary: steps done, the last checkpoint, per-step losses of this process, evaluation report.
     """
@@ -215,6 +217,22 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
+        elif config.categories.steps or config.grounding.steps:
+            # The stages are most of a small run's time and no later checkpoint holds them until the main
+            # loop's first save: their end is kept, so that a run stopped before then, or a variant of the
+            # main loop (another output_dir, --resume this folder), does not train them again.
+            source = _save(
+                output_dir,
+                model,
+                None,
+                progress,
+                config,
+                tokenizer_file,
+                context,
+                scaler,
+                categories_head,
+                name=STAGES_CHECKPOINT,
+            )
 
         optim = config.optim
         # The official rates are constant and never touched; a schedule sets them before every step.
@@ -332,15 +350,16 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
 def _save(
     output_dir: Path,
     model: MPGSAM2,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     progress: dict,
     config: TrainConfig,
     tokenizer_file: Path,
     context: DistributedContext,
     scaler: torch.amp.GradScaler | None = None,
     categories_head: torch.nn.Module | None = None,
+    name: str | None = None,
 ) -> Path:
-    folder = output_dir / f"checkpoint-{progress['step']}"
+    folder = output_dir / (name or f"checkpoint-{progress['step']}")
     rng_states = gather_rng_states(context)
     if context.is_main:
         save_checkpoint(

@@ -2,6 +2,11 @@
 
 A checkpoint folder is a complete model in the layout :func:`mpgsam2.load_model` reads (weights, config,
 tokenizer) plus the optimizer's state, the run's position and every process's random state.
+
+A run whose pre-training stages ran (``categories``, ``grounding``) also keeps their end, before the main
+loop's first step, in :data:`STAGES_CHECKPOINT`, which is never pruned: the main loop's step 0, without an
+optimizer state (none exists yet), so that a run resumed from it, or a variant of the main loop started from
+it with other settings, trains no stage again.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .run_config import TrainConfig
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
+STAGES_CHECKPOINT = "checkpoint-stages"
 
 
 def _rng_state() -> dict:
@@ -65,7 +71,7 @@ def gather_rng_states(context: DistributedContext) -> list[dict]:
 def save_checkpoint(
     folder: Path,
     model: MPGSAM2,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | None,
     progress: dict,
     config: TrainConfig,
     tokenizer_file: Path,
@@ -76,12 +82,15 @@ def save_checkpoint(
     """Model (Hugging Face layout), tokenizer, optimizer state, progress, random states and the fp16 loss
     scale, in one folder; with the kept categories head (not part of the model) when there is one.
 
-    ``rng_states``: one per process (rank order); default: this process's.
+    ``rng_states``: one per process (rank order); default: this process's. ``optimizer``: None before the
+    main loop's first step (:data:`STAGES_CHECKPOINT`), so that a run started from it builds its own.
     """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained(model, tmp, tokenizer_file)
-    state = {"optimizer": optimizer.state_dict(), "progress": progress, "rng": rng_states or [_rng_state()]}
+    state = {"progress": progress, "rng": rng_states or [_rng_state()]}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
     if scaler is not None:
         state["scaler"] = scaler.state_dict()
     if categories_head is not None:
@@ -132,7 +141,8 @@ def load_progress(
                 "with the configuration the checkpoint was written with, or set loss.categories to 0."
             )
         categories_head.load_state_dict(saved["categories_head"])
-    optimizer.load_state_dict(saved["optimizer"])
+    if "optimizer" in saved:  # absent at the stages' end: the run's own optimizer starts there
+        optimizer.load_state_dict(saved["optimizer"])
     if scaler is not None and "scaler" in saved:
         scaler.load_state_dict(saved["scaler"])
     states = saved.get("rng") or []
