@@ -2,18 +2,21 @@
 
 Writes the weights (stored as float16: 7 MB instead of 14, under the 10 MB that a Hugging Face Space takes
 without LFS; the model loads them into float32, and the held-out figures of ``benchmarks/toy_model.py`` are
-the same), their configuration and tokenizer, the run's configuration and its loss curves
+the same), their configuration and tokenizer, the run's configuration (its ``output_dir`` recorded as
+``--recorded-output-dir``, not the folder on the machine that trained it) and its loss curves
 (``training_log.csv``: the logged means every ``train.log_every`` steps; ``categories_log.csv`` and
 ``grounding_log.csv``: those of the stages before it, when the run had them). The model card
 (``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
 
 Run: python scripts/export_toy_model.py RUN_DIR [--checkpoint checkpoint-N] [--output checkpoints/toy]
+    [--recorded-output-dir runs/toy]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +30,10 @@ from mpgsam2.training.grounding import GROUNDING_LOG
 
 logger = logging.getLogger("export_toy_model")
 
-COPIED = ("config.json", "sentencepiece.bpe.model", "train_config.json")
+COPIED = ("config.json", "sentencepiece.bpe.model")
+RUN_CONFIG = "train_config.json"
+#: configs/toy.json's own output folder: the exported run configuration is then that file's.
+RECIPE_OUTPUT_DIR = "runs/toy"
 WEIGHTS = "model.safetensors"
 
 
@@ -49,6 +55,11 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="the training run's output folder")
     parser.add_argument("--checkpoint", default=None, help="a checkpoint folder's name (default: the last)")
     parser.add_argument("--output", type=Path, default=Path("checkpoints/toy"))
+    parser.add_argument(
+        "--recorded-output-dir",
+        default=RECIPE_OUTPUT_DIR,
+        help="the output_dir written into the exported run configuration (default: configs/toy.json's)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -59,6 +70,11 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         shutil.copy2(source / name, args.output / name)
+    # Where the run happened to write is a path on the training machine; the recipe's folder makes the file
+    # the configuration that the card's command reads (the other settings are the run's, overrides included).
+    run_config = json.loads((source / RUN_CONFIG).read_text())
+    run_config["output_dir"] = args.recorded_output_dir
+    (args.output / RUN_CONFIG).write_text(json.dumps(run_config, indent=2) + "\n")
     weights = load_file(source / WEIGHTS)
     save_file(
         {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, args.output / WEIGHTS

@@ -213,7 +213,10 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         torch.testing.assert_close(
             exported[name], value.half().float() if value.is_floating_point() else value
         )
-    assert load_config(out / "train_config.json") == config
+    # The run's settings, with the recipe's output folder instead of this machine's.
+    recorded = load_config(out / "train_config.json")
+    assert recorded.output_dir == load_config(ROOT / "configs" / "toy.json").output_dir
+    assert load_config(out / "train_config.json", [f"output_dir={tmp_path}"]) == config
     curves = {
         name: (out / f"{name}_log.csv").read_text().splitlines()
         for name in ("training", "grounding", "categories")
