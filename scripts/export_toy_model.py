@@ -4,9 +4,9 @@ Writes the weights (stored as float16: 7 MB instead of 14, under the 10 MB that 
 without LFS; the model loads them into float32, and the held-out figures of ``benchmarks/toy_model.py`` are
 the same), their configuration and tokenizer, the run's configuration (its ``output_dir`` recorded as
 ``--recorded-output-dir``, not the folder on the machine that trained it) and its loss curves
-(``training_log.csv``: the logged means every ``train.log_every`` steps; ``categories_log.csv`` and
-``grounding_log.csv``: those of the stages before it, when the run had them). The model card
-(``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
+(``training_log.csv``: the logged means every ``train.log_every`` steps; ``categories_log.csv``,
+``grounding_log.csv`` and ``clip_grounding_log.csv``: those of the stages before it, when the run had them).
+The model card (``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
 
 Run: python scripts/export_toy_model.py RUN_DIR [--checkpoint checkpoint-N] [--output checkpoints/toy]
     [--recorded-output-dir runs/toy]
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from mpgsam2.checkpoints import load_model, resolve_source
 from mpgsam2.training import MAIN_LOG, read_log
 from mpgsam2.training.categories import CATEGORIES_LOG
-from mpgsam2.training.grounding import GROUNDING_LOG
+from mpgsam2.training.grounding import CLIP_GROUNDING_LOG, GROUNDING_LOG
 
 logger = logging.getLogger("export_toy_model")
 
@@ -81,7 +81,7 @@ def main() -> None:
     )
     step = int(source.name.rpartition("-")[2])  # checkpoint-N: the curve up to the exported step
     rows = write_curve(args.run / MAIN_LOG, args.output / "training_log.csv", step)
-    for stage_log in (CATEGORIES_LOG, GROUNDING_LOG):
+    for stage_log in (CATEGORIES_LOG, GROUNDING_LOG, CLIP_GROUNDING_LOG):
         curve = args.output / stage_log.replace(".jsonl", ".csv")
         if (args.run / stage_log).is_file():
             write_curve(args.run / stage_log, curve, None)

@@ -556,27 +556,38 @@ def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, 
     assert not any(k.startswith("sam2.image_encoder.") for k in differs)
 
 
-def test_the_grounding_stage_reads_clips_of_its_own_length(data_root, tmp_path, monkeypatch):
+def test_the_grounding_stages_read_clips_of_their_own_length_in_order(data_root, tmp_path, monkeypatch):
+    """``grounding`` on single frames, then ``clip_grounding`` on 3-frame clips, then the main loop on the
+    data's 2-frame clips; each stage logs its own curve."""
     import mpgsam2.training.loop as loop
 
-    seen: dict[str, set[int]] = {"grounding": set(), "main": set()}
+    seen: list[tuple[str, int]] = []
     real_grounding_forward = GroundingForward.forward
     real_training_forward = TrainingForward.forward
 
     def grounding_forward(self, clips, num_boxes):
-        seen["grounding"].update(clip.beit_images.shape[0] for clip in clips)
+        seen.extend(("grounding", clip.beit_images.shape[0]) for clip in clips)
         return real_grounding_forward(self, clips, num_boxes)
 
     def training_forward(self, clips, num_boxes):
-        seen["main"].update(clip.beit_images.shape[0] for clip in clips)
+        seen.extend(("main", clip.beit_images.shape[0]) for clip in clips)
         return real_training_forward(self, clips, num_boxes)
 
     monkeypatch.setattr(GroundingForward, "forward", grounding_forward)
     monkeypatch.setattr(TrainingForward, "forward", training_forward)
     config = smoke_config(tmp_path / "run", data_root, max_steps=1)
     stage = GroundingSpec(steps=2, batch_size=2, num_frames=1)
-    loop.train(dataclasses.replace(config, eval_data=None, grounding=stage))
-    assert seen == {"grounding": {1}, "main": {2}}
+    clips = GroundingSpec(steps=3, batch_size=1, num_frames=3)
+    loop.train(dataclasses.replace(config, eval_data=None, grounding=stage, clip_grounding=clips))
+    assert seen == [("grounding", 1)] * 4 + [("grounding", 3)] * 3 + [("main", 2)]
+    logged = {
+        name: read_log(tmp_path / "run" / f"{name}_log.jsonl") for name in ("grounding", "clip_grounding")
+    }
+    assert [entry["step"] for entry in logged["grounding"]] == [1, 2]
+    assert [entry["step"] for entry in logged["clip_grounding"]] == [1, 2, 3]
+    assert (tmp_path / "run" / "checkpoint-stages").is_dir()
+    with pytest.raises(ValueError, match="clip_grounding.categories"):
+        TrainConfig.from_dict({"output_dir": "x", "clip_grounding": {"steps": 3, "categories": 1}})
     with pytest.raises(ValueError, match="num_frames"):
         GroundingSpec(num_frames=-1)
 

@@ -21,7 +21,8 @@
   kept training beside the later stages, on frames of its own (:class:`KeptCategories`) or on the frames each
   stage already encodes (:class:`StageFrameCategories`).
 * :func:`pretrain_grounding` - a stage before the main loop (not official, for training from scratch): BEiT-3
-  and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`).
+  and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`); run
+  twice when ``clip_grounding`` asks for a second pass on clips of several frames.
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
 * :func:`read_log` - a run's curves: the records of ``log.jsonl`` (:data:`MAIN_LOG`) or of a stage's log.
 

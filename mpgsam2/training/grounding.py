@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: The stage's log, beside the main loop's ``log.jsonl`` in the run's folder.
 GROUNDING_LOG = "grounding_log.jsonl"
+#: The log of its second pass on clips of several frames (``clip_grounding``).
+CLIP_GROUNDING_LOG = "clip_grounding_log.jsonl"
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ def pretrain_grounding(
     log_every: int = 50,
     num_workers: int = 0,
     kept: KeptHead | None = None,
+    log_name: str = GROUNDING_LOG,
 ) -> list[float]:
     """Train BEiT-3 and the mask prior generator of ``model`` in place for ``spec.steps`` steps.
 
@@ -171,7 +174,8 @@ def pretrain_grounding(
 
     Args:
         dataset: the run's training set (its clips, all frames, the same expressions).
-        output_dir: where the stage's log (``grounding_log.jsonl``) is written by the main process.
+        output_dir: where the stage's log (``log_name``: ``grounding_log.jsonl`` unless told) is written by the
+            main process.
         kept: the categories stage's head, trained on with the weight ``spec.categories`` (needed when
             that weight is above 0).
     Returns:
@@ -200,14 +204,16 @@ def pretrain_grounding(
     if spec.categories:
         forward = kept.around(forward, spec.categories)
     module = wrap_distributed(forward, context, find_unused_parameters=True)
+    stage = log_name.removesuffix("_log.jsonl").replace("_", " ")
     logger.info(
-        "Grounding pre-training: %d steps of %d clip(s) per process, %.2f M parameters",
+        "Pre-training (%s): %d steps of %d clip(s) per process, %.2f M parameters",
+        stage,
         spec.steps,
         spec.batch_size,
         sum(p.numel() for p in parameters) / 1e6,
     )
     losses: list[float] = []
-    log = StageLog("grounding", output_dir / GROUNDING_LOG, spec.steps, log_every, context)
+    log = StageLog(stage, output_dir / log_name, spec.steps, log_every, context)
     step, epoch = 0, 0
     while step < spec.steps:
         sampler.set_epoch(epoch)

@@ -37,7 +37,7 @@ from .distributed import (
 )
 from .evaluate import evaluate_model
 from .forward import TrainingForward, forward_backward
-from .grounding import pretrain_grounding
+from .grounding import CLIP_GROUNDING_LOG, GROUNDING_LOG, pretrain_grounding
 from .kept_heads import KeptHead, label_stage_frames
 from .model_init import build_training_model
 from .optim import build_optimizer, learning_rate_factor, set_learning_rates
@@ -117,7 +117,9 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             "num_workers": schedule.num_workers,
         }
         # The categories head goes on training beside the later stages when they keep its loss on.
-        keep_categories = bool(config.grounding.categories or config.loss.categories)
+        keep_categories = bool(
+            config.grounding.categories or config.clip_grounding.categories or config.loss.categories
+        )
         kept = None
         if config.categories.steps and (source is None or keep_categories):
             extremes = config.categories.extremes
@@ -150,24 +152,28 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     schedule.num_workers,
                     frames=config.categories.kept_frames,
                 )
-        if source is None and config.grounding.steps:
+        grounding_stages = ((config.grounding, GROUNDING_LOG), (config.clip_grounding, CLIP_GROUNDING_LOG))
+        for stage, log_name in grounding_stages if source is None else ():
+            if not stage.steps:
+                continue
             grounding_set = dataset
-            if config.grounding.num_frames:
+            if stage.num_frames:
                 grounding_set = build_training_set(
-                    [replace(spec, num_frames=config.grounding.num_frames) for spec in config.train_data],
+                    [replace(spec, num_frames=stage.num_frames) for spec in config.train_data],
                     transform,
                     schedule.augment,
                     schedule.seed,
                 )
-            if kept is not None and kept.frames == "stage" and config.grounding.categories:
+            if kept is not None and kept.frames == "stage" and stage.categories:
                 label_stage_frames(grounding_set, categories_set)
             pretrain_grounding(
                 model,
-                config.grounding,
+                stage,
                 grounding_set,
                 context,
                 output_dir,
                 kept=kept,
+                log_name=log_name,
                 **stage_options,
             )
         optimizer = build_optimizer(
@@ -213,11 +219,12 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             progress = load_progress(source, model, optimizer, context, scaler, categories_head)
             if categories_head is not None:
                 # The batches that the grounding stage and the steps done drew.
-                kept.resume_at(config.grounding.steps * bool(config.grounding.categories) + progress["step"])
+                drawn = sum(stage.steps * bool(stage.categories) for stage, _ in grounding_stages)
+                kept.resume_at(drawn + progress["step"])
             logger.info("Resumed from %s at step %d (epoch %d)", source, progress["step"], progress["epoch"])
         elif resume not in (None, "auto"):
             raise FileNotFoundError(f"No checkpoint to resume at {resume}.")
-        elif config.categories.steps or config.grounding.steps:
+        elif config.categories.steps or config.grounding.steps or config.clip_grounding.steps:
             # The stages are most of a small run's time and no later checkpoint holds them until the main
             # loop's first save: their end is kept, so that a run stopped before then, or a variant of the
             # main loop (another output_dir, --resume this folder), does not train them again.

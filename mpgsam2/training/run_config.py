@@ -117,16 +117,30 @@ class TrainConfig:
     # Pre-training stages before the main loop, in this order (off by default).
     categories: CategoriesSpec = field(default_factory=CategoriesSpec)
     grounding: GroundingSpec = field(default_factory=GroundingSpec)
+    # The same stage again on clips of several frames, after the first: the prior generator refines all
+    # frames of a clip together, which single frames never teach it (see ``docs/TRAINING.md``).
+    clip_grounding: GroundingSpec = field(default_factory=GroundingSpec)
     raw: dict = field(default_factory=dict, compare=False)  # the merged configuration, saved with checkpoints
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         """Parse the JSON layout (sections ``model``, ``data``, ``optim``, ``loss``, ``train``, ``categories``,
-        ``grounding``)."""
+        ``grounding``, ``clip_grounding``)."""
         _check_keys(
             "top level",
             data,
-            ["output_dir", "model", "data", "optim", "loss", "train", "categories", "grounding", "extends"],
+            [
+                "output_dir",
+                "model",
+                "data",
+                "optim",
+                "loss",
+                "train",
+                "categories",
+                "grounding",
+                "clip_grounding",
+                "extends",
+            ],
         )
         if "output_dir" not in data:
             raise ValueError("The configuration needs an 'output_dir'.")
@@ -137,6 +151,7 @@ class TrainConfig:
             "train": ScheduleSpec,
             "categories": CategoriesSpec,
             "grounding": GroundingSpec,
+            "clip_grounding": GroundingSpec,
         }
         parsed = {}
         for key, kind in sections.items():
@@ -163,10 +178,11 @@ class TrainConfig:
             raise ValueError(
                 f"optim.decay {parsed['optim'].decay!r} needs train.max_steps (where it reaches 0)."
             )
-        if (parsed["grounding"].categories or parsed["loss"].categories) and not parsed["categories"].steps:
+        keeps_categories = (parsed[k].categories for k in ("grounding", "clip_grounding", "loss"))
+        if any(keeps_categories) and not parsed["categories"].steps:
             raise ValueError(
-                "grounding.categories and loss.categories keep the categories stage's loss on: they need "
-                "categories.steps above 0 (or set them to 0)."
+                "grounding.categories, clip_grounding.categories and loss.categories keep the categories "
+                "stage's loss on: they need categories.steps above 0 (or set them to 0)."
             )
         return cls(
             output_dir=output_dir,
@@ -178,6 +194,7 @@ class TrainConfig:
             schedule=schedule,
             categories=parsed["categories"],
             grounding=parsed["grounding"],
+            clip_grounding=parsed["clip_grounding"],
             raw=copy.deepcopy({k: v for k, v in data.items() if k != "extends"}),
         )
 
