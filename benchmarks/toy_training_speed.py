@@ -1,7 +1,8 @@
 """Seconds per step of each stage of the toy recipe (``configs/toy.json``), and what its full length costs.
 
 Runs the project's own training command on a small generated split in a temporary folder, a few steps of each
-stage (the categories stage, the grounding stage, the main loop, with the settings of ``configs/toy.json``),
+stage (the categories stage, the grounding stage and its pass on clip windows, the main loop, with the settings
+of ``configs/toy.json``; a stage the configuration leaves off is not run),
 reads the seconds per step that each stage logs, and prints them with the minutes that the configuration's
 own step counts would take at that pace. Two processes (``--processes 2``, as the recipe's command runs on
 a 2-core CPU) report the pace of both together: each step is one step of the run.
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from mpgsam2.training import MAIN_LOG, read_log  # noqa: E402
 from mpgsam2.training.categories import CATEGORIES_LOG  # noqa: E402
-from mpgsam2.training.grounding import GROUNDING_LOG  # noqa: E402
+from mpgsam2.training.grounding import CLIP_GROUNDING_LOG, GROUNDING_LOG  # noqa: E402
 from mpgsam2.training.run_config import load_config  # noqa: E402
 
 logger = logging.getLogger("toy_training_speed")
@@ -41,6 +42,7 @@ CONFIG = ROOT / "configs" / "toy.json"
 STAGES = {
     "categories": (CATEGORIES_LOG, lambda c: c.categories.steps),
     "grounding": (GROUNDING_LOG, lambda c: c.grounding.steps),
+    "clip": (CLIP_GROUNDING_LOG, lambda c: c.clip_grounding.steps),
     "main": (MAIN_LOG, lambda c: c.schedule.max_steps),
 }
 
@@ -54,13 +56,20 @@ def stage_pace(log: Path) -> tuple[float, int]:
     return sum(n * pace for n, pace in windows) / steps, steps
 
 
-def run(processes: int, steps: int, clips: int, output_dir: Path, extra: Sequence[str] = ()) -> float:
-    """Runs the training command (with ``extra`` settings of the recipe); returns its wall time in seconds."""
+def run(
+    processes: int,
+    steps: int,
+    clips: int,
+    output_dir: Path,
+    extra: Sequence[str] = (),
+    stages: Sequence[str] = ("categories", "grounding", "clip_grounding"),
+) -> float:
+    """Runs the training command (with ``extra`` settings of the recipe, ``steps`` of each of ``stages`` and of
+    the main loop); returns its wall time in seconds."""
     every = max(1, steps // 4)
     settings = [
         f"output_dir={output_dir}",
-        f"categories.steps={steps}",
-        f"grounding.steps={steps}",
+        *(f"{stage}.steps={steps}" for stage in stages),
         f"train.max_steps={steps}",
         f"train.log_every={every}",
         f"data.train.0.toy.num_videos={clips}",
@@ -110,8 +119,12 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(CONFIG, args.set)
+    # The stages that the configuration (with the variant's settings) runs; the main loop always runs.
+    timed = {stage: entry for stage, entry in STAGES.items() if stage == "main" or entry[1](config)}
+    section = {"categories": "categories", "grounding": "grounding", "clip": "clip_grounding"}
     with tempfile.TemporaryDirectory(prefix="toy-speed-") as folder:
-        wall = run(args.processes, args.steps, args.clips, Path(folder) / "run", args.set)
+        stages = [section[stage] for stage in timed if stage != "main"]
+        wall = run(args.processes, args.steps, args.clips, Path(folder) / "run", args.set, stages)
         figures = {
             "processes": args.processes,
             "settings": args.set,
@@ -120,7 +133,7 @@ def main() -> None:
             "stages": {},
         }
         total = 0.0
-        for stage, (name, configured) in STAGES.items():
+        for stage, (name, configured) in timed.items():
             pace, measured = stage_pace(Path(folder) / "run" / name)
             minutes = pace * configured(config) / 60
             total += minutes
@@ -141,7 +154,7 @@ def main() -> None:
             row["configured_minutes"],
             row["configured_steps"],
         )
-    logger.info("the three stages of configs/toy.json at this pace: %.1f minutes", total)
+    logger.info("the %d stages of configs/toy.json at this pace: %.1f minutes", len(timed), total)
     logger.info(
         "(%d process(es); the whole command, with its data and evaluation: %.0f s)", args.processes, wall
     )

@@ -112,9 +112,11 @@ def test_the_toy_training_speed_benchmark_times_every_stage_of_the_toy_recipe(tm
     recipe = json.loads((ROOT / "configs" / "toy.json").read_text())
     stages = figures["stages"]
     assert figures["settings"] == variant
-    assert [stages[s]["configured_steps"] for s in ("categories", "grounding", "main")] == [
+    assert list(stages) == ["categories", "grounding", "clip", "main"]  # every stage the recipe runs
+    assert [stages[s]["configured_steps"] for s in stages] == [
         recipe["categories"]["steps"],
         1600,
+        recipe["clip_grounding"]["steps"],
         recipe["train"]["max_steps"],
     ]
     for row in stages.values():

@@ -44,9 +44,10 @@ def test_a_run_stopped_after_the_stages_resumes_there_without_training_them_agai
     stopped = run(tmp_path / "b", "train.max_steps=0")
     assert stopped["steps"] == 0 and Path(stopped["checkpoint"]).name == STAGES_CHECKPOINT
     stage_logs = {
-        name: read_log(tmp_path / "b" / name) for name in ("categories_log.jsonl", "grounding_log.jsonl")
+        name: read_log(tmp_path / "b" / name)
+        for name in ("categories_log.jsonl", "grounding_log.jsonl", "clip_grounding_log.jsonl")
     }
-    assert [len(rows) for rows in stage_logs.values()] == [2, 3]
+    assert [len(rows) for rows in stage_logs.values()] == [2, 3, 2]
     resumed = run(tmp_path / "b", resume="auto")
     assert {name: read_log(tmp_path / "b" / name) for name in stage_logs} == stage_logs
     assert_same_steps(straight["history"], resumed["history"])
@@ -63,6 +64,6 @@ def test_a_variant_of_the_main_loop_starts_from_another_runs_stages(tmp_path):
     assert_same_steps(straight["history"], same["history"])
     # Another rate for the main loop: its own optimiser starts from the stages' weights.
     slower = run(tmp_path / "slower", "optim.lr=1e-5", "optim.lr_fast=1e-5", resume=stages)
-    assert not (tmp_path / "slower" / "grounding_log.jsonl").exists()
+    assert not any((tmp_path / "slower" / f"{s}_log.jsonl").exists() for s in ("grounding", "clip_grounding"))
     assert slower["history"][0]["loss"] == pytest.approx(straight["history"][0]["loss"], rel=1e-5)
     assert slower["history"][2]["loss"] != pytest.approx(straight["history"][2]["loss"], rel=1e-3)

@@ -184,6 +184,9 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         "categories.batch_size=2",
         "grounding.steps=2",
         "grounding.batch_size=2",
+        "clip_grounding.steps=2",
+        "clip_grounding.batch_size=1",
+        "clip_grounding.num_frames=2",
     ]
     config = load_config(ROOT / "configs" / "toy.json", overrides)
     assert config.model.init == "toy" and not config.schedule.freeze_image_encoder
@@ -194,8 +197,8 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     log = read_log(tmp_path / "log.jsonl")
     # Warm-up over 2 of 3 steps, then the cosine at step 2 of 3.
     assert [entry["lr"] for entry in log] == pytest.approx([2.5e-4, 5e-4 * 0.75, 5e-4 * 0.25])
-    grounding = read_log(tmp_path / "grounding_log.jsonl")
-    assert [entry["step"] for entry in grounding] == [1, 2]
+    for stage in ("grounding", "clip_grounding"):
+        assert [entry["step"] for entry in read_log(tmp_path / f"{stage}_log.jsonl")] == [1, 2]
     categories = read_log(tmp_path / "categories_log.jsonl")
     assert [entry["step"] for entry in categories] == [1, 2]
     assert summary["eval"]["num_expressions"] >= 1
@@ -219,14 +222,15 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert load_config(out / "train_config.json", [f"output_dir={tmp_path}"]) == config
     curves = {
         name: (out / f"{name}_log.csv").read_text().splitlines()
-        for name in ("training", "grounding", "categories")
+        for name in ("training", "grounding", "clip_grounding", "categories")
     }
     header = (
         "step,lr,s_per_step,accuracy,extremes_accuracy,loss,loss_extremes"  # configs/toy.json's two heads
     )
     assert curves["categories"][0] == header and len(curves["categories"]) == 3
     assert "categories_accuracy" in curves["grounding"][0].split(",")
-    assert len(curves["grounding"]) == 3 and len(curves["training"]) == 4
+    assert "loss_cell_choice" in curves["clip_grounding"][0].split(",")  # configs/toy.json's cell choice
+    assert len(curves["grounding"]) == len(curves["clip_grounding"]) == 3 and len(curves["training"]) == 4
 
 
 def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_path):

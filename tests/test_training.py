@@ -640,7 +640,10 @@ def test_shipped_configurations_parse(tmp_path):
     toy = load_config(ROOT / "configs" / "toy.json")
     assert toy.grounding.steps > 0 and toy.grounding.batch_size > 1 and toy.schedule.max_steps
     assert toy.grounding.num_frames == 1 and toy.optim.lr_encoder < toy.optim.lr
-    assert load_config(ROOT / "configs" / "cpu_smoke.json").grounding.steps == 0  # off unless asked for
+    # The second grounding pass reads clips of several frames, so that the prior learns from the other frames.
+    assert toy.clip_grounding.steps > 0 and toy.clip_grounding.num_frames > 1
+    smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
+    assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):
         TrainConfig.from_dict({"output_dir": "x", "grounding": {"step": 3}})
     ablation = load_config(ROOT / "configs" / "ablations" / "no_object_local.json")
