@@ -38,12 +38,13 @@ from mpgsam2.training.run_config import load_config  # noqa: E402
 logger = logging.getLogger("toy_training_speed")
 
 CONFIG = ROOT / "configs" / "toy.json"
-# What each stage logs, and the configuration's step count for it.
+# Each stage's section of the configuration (whose "steps" the timed run sets), what it logs, and the
+# configuration's step count for it.
 STAGES = {
-    "categories": (CATEGORIES_LOG, lambda c: c.categories.steps),
-    "grounding": (GROUNDING_LOG, lambda c: c.grounding.steps),
-    "clip": (CLIP_GROUNDING_LOG, lambda c: c.clip_grounding.steps),
-    "main": (MAIN_LOG, lambda c: c.schedule.max_steps),
+    "categories": ("categories", CATEGORIES_LOG, lambda c: c.categories.steps),
+    "grounding": ("grounding", GROUNDING_LOG, lambda c: c.grounding.steps),
+    "clip": ("clip_grounding", CLIP_GROUNDING_LOG, lambda c: c.clip_grounding.steps),
+    "main": ("train", MAIN_LOG, lambda c: c.schedule.max_steps),
 }
 
 
@@ -120,10 +121,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = load_config(CONFIG, args.set)
     # The stages that the configuration (with the variant's settings) runs; the main loop always runs.
-    timed = {stage: entry for stage, entry in STAGES.items() if stage == "main" or entry[1](config)}
-    section = {"categories": "categories", "grounding": "grounding", "clip": "clip_grounding"}
+    timed = {stage: entry for stage, entry in STAGES.items() if stage == "main" or entry[2](config)}
     with tempfile.TemporaryDirectory(prefix="toy-speed-") as folder:
-        stages = [section[stage] for stage in timed if stage != "main"]
+        stages = [section for stage, (section, _, _) in timed.items() if stage != "main"]
         wall = run(args.processes, args.steps, args.clips, Path(folder) / "run", args.set, stages)
         figures = {
             "processes": args.processes,
@@ -133,7 +133,7 @@ def main() -> None:
             "stages": {},
         }
         total = 0.0
-        for stage, (name, configured) in timed.items():
+        for stage, (_, name, configured) in timed.items():
             pace, measured = stage_pace(Path(folder) / "run" / name)
             minutes = pace * configured(config) / 60
             total += minutes

@@ -642,6 +642,17 @@ def test_shipped_configurations_parse(tmp_path):
     assert toy.grounding.num_frames == 1 and toy.optim.lr_encoder < toy.optim.lr
     # The second grounding pass reads clips of several frames, so that the prior learns from the other frames.
     assert toy.clip_grounding.steps > 0 and toy.clip_grounding.num_frames > 1
+    # The recipe within the hour is the toy recipe with four settings changed, in a folder of its own.
+    hour = load_config(ROOT / "configs" / "toy_hour.json")
+    within_the_hour = [
+        "grounding.steps=2000",
+        "clip_grounding.steps=0",
+        "loss.prior=5",
+        "loss.prior_per_frame=false",
+        "output_dir=runs/toy_hour",
+    ]
+    assert hour == load_config(ROOT / "configs" / "toy.json", within_the_hour)
+    assert hour.output_dir != toy.output_dir and hour.grounding.batch_size == toy.grounding.batch_size
     smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
     assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):

@@ -117,9 +117,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             "num_workers": schedule.num_workers,
         }
         # The categories head goes on training beside the later stages when they keep its loss on.
-        keep_categories = bool(
-            config.grounding.categories or config.clip_grounding.categories or config.loss.categories
-        )
+        keep_categories = config.keeps_categories
         kept = None
         if config.categories.steps and (source is None or keep_categories):
             extremes = config.categories.extremes

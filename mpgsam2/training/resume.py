@@ -3,10 +3,10 @@
 A checkpoint folder is a complete model in the layout :func:`mpgsam2.load_model` reads (weights, config,
 tokenizer) plus the optimizer's state, the run's position and every process's random state.
 
-A run whose pre-training stages ran (``categories``, ``grounding``, ``clip_grounding``) also keeps their end, before the main
-loop's first step, in :data:`STAGES_CHECKPOINT`, which is never pruned: the main loop's step 0, without an
-optimizer state (none exists yet), so that a run resumed from it, or a variant of the main loop started from
-it with other settings, trains no stage again.
+A run whose pre-training stages ran (``categories``, ``grounding``, ``clip_grounding``) also keeps their end,
+before the main loop's first step, in :data:`STAGES_CHECKPOINT`, which is never pruned: the main loop's step
+0, without an optimizer state (none exists yet), so that a run resumed from it, or a variant of the main loop
+started from it with other settings, trains no stage again.
 """
 
 from __future__ import annotations

@@ -178,13 +178,7 @@ class TrainConfig:
             raise ValueError(
                 f"optim.decay {parsed['optim'].decay!r} needs train.max_steps (where it reaches 0)."
             )
-        keeps_categories = (parsed[k].categories for k in ("grounding", "clip_grounding", "loss"))
-        if any(keeps_categories) and not parsed["categories"].steps:
-            raise ValueError(
-                "grounding.categories, clip_grounding.categories and loss.categories keep the categories "
-                "stage's loss on: they need categories.steps above 0 (or set them to 0)."
-            )
-        return cls(
+        config = cls(
             output_dir=output_dir,
             model=parsed["model"],
             train_data=train_specs,
@@ -197,6 +191,17 @@ class TrainConfig:
             clip_grounding=parsed["clip_grounding"],
             raw=copy.deepcopy({k: v for k, v in data.items() if k != "extends"}),
         )
+        if config.keeps_categories and not config.categories.steps:
+            raise ValueError(
+                "grounding.categories, clip_grounding.categories and loss.categories keep the categories "
+                "stage's loss on: they need categories.steps above 0 (or set them to 0)."
+            )
+        return config
+
+    @property
+    def keeps_categories(self) -> bool:
+        """Whether a later stage keeps the categories stage's head, and its loss, on."""
+        return bool(self.grounding.categories or self.clip_grounding.categories or self.loss.categories)
 
 
 def _deep_merge(base: dict, update: dict) -> dict:
