@@ -46,6 +46,8 @@ STAGES = {
     "clip": ("clip_grounding", CLIP_GROUNDING_LOG, lambda c: c.clip_grounding.steps),
     "main": ("train", MAIN_LOG, lambda c: c.schedule.max_steps),
 }
+#: The sections of the stages before the main loop.
+PRE_STAGES = tuple(section for stage, (section, _, _) in STAGES.items() if stage != "main")
 
 
 def stage_pace(log: Path) -> tuple[float, int]:
@@ -63,7 +65,7 @@ def run(
     clips: int,
     output_dir: Path,
     extra: Sequence[str] = (),
-    stages: Sequence[str] = ("categories", "grounding", "clip_grounding"),
+    stages: Sequence[str] = PRE_STAGES,
 ) -> float:
     """Runs the training command (with ``extra`` settings of the recipe, ``steps`` of each of ``stages`` and of
     the main loop); returns its wall time in seconds."""

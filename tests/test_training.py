@@ -653,6 +653,14 @@ def test_shipped_configurations_parse(tmp_path):
     ]
     assert hour == load_config(ROOT / "configs" / "toy.json", within_the_hour)
     assert hour.output_dir != toy.output_dir and hour.grounding.batch_size == toy.grounding.batch_size
+    # The toy model's SAM 2 trained on at twice its input side: from the shipped files, the main loop alone.
+    larger = load_config(ROOT / "configs" / "toy_256.json")
+    assert larger.model.sam2 == {"image_size": 2 * get_config("toy").sam2.image_size}
+    assert (ROOT / larger.model.init / "model.safetensors").is_file()
+    assert larger.categories.steps == larger.grounding.steps == larger.clip_grounding.steps == 0
+    assert not larger.keeps_categories and larger.output_dir != toy.output_dir
+    assert larger.train_data[0].root == toy.train_data[0].root  # the toy run's clips, written once
+    assert larger.train_data[0].toy == toy.train_data[0].toy and larger.loss.prior == toy.loss.prior
     smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
     assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):
@@ -665,11 +673,13 @@ def test_shipped_configurations_parse(tmp_path):
         [
             "train.max_steps=7",
             "model.aggregator.num_pixel_layers=2",
+            "model.sam2.image_size=512",
             "data.train.0.num_frames=4",
             "output_dir=x",
         ],
     )
     assert changed.schedule.max_steps == 7 and changed.model.aggregator == {"num_pixel_layers": 2}
+    assert changed.model.sam2 == {"image_size": 512}
     assert changed.train_data[0].num_frames == 4 and changed.train_data[0].root == "x/data/ytvos"
     with pytest.raises(ValueError, match="Unknown option"):
         TrainConfig.from_dict({"output_dir": "x", "train": {"epoch": 3}})
@@ -677,6 +687,31 @@ def test_shipped_configurations_parse(tmp_path):
         from mpgsam2.training import ModelSpec, build_training_model
 
         build_training_model(ModelSpec(init="test", aggregator={"fusion": True}))
+
+
+def test_a_trained_model_goes_on_at_another_sam2_input_size(data_root, train_tokenizer, tmp_path):
+    from mpgsam2.training import ModelSpec, build_training_model
+
+    trained = fresh_model()
+    folder = save_pretrained(trained, tmp_path / "trained", TEST_TOKENIZER)
+    side = trained.config.sam2.image_size // 2
+    model, _, _ = build_training_model(ModelSpec(init=str(folder), sam2={"image_size": side}))
+    assert model.config.sam2.image_size == side
+    assert model.config.replace(sam2=trained.config.sam2) == trained.config  # nothing else changed
+    for name, tensor in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=0, atol=0)
+    # It trains at that size: the training transform resizes the frames to the new side for SAM 2.
+    _, partial = two_clips(data_root / "ytvos", ClipTransform(model.config, train_tokenizer))
+    assert partial.sam_images.shape[-1] == partial.masks.shape[-1] == side
+    forward_backward(TrainingForward(model), [partial], "cpu")
+    assert any(n.startswith("sam2.sam_mask_decoder.") for n in gradients(model))
+    saved = load_model(save_pretrained(model, tmp_path / "larger", TEST_TOKENIZER), "cpu")
+    assert saved.config.sam2.image_size == side
+    frames = np.full((2, 40, 50, 3), 128, np.uint8)
+    (result,) = VideoPredictor(saved, load_tokenizer(folder)).segment(frames, ["the red square"])
+    assert result.masks.shape == (2, 40, 50)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_training_model(ModelSpec(init=str(folder), sam2={"image_size": side + 16}))
 
 
 def test_command_line_trains_then_evaluates_the_last_checkpoint(tmp_path, capsys):

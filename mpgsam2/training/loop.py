@@ -117,9 +117,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             "num_workers": schedule.num_workers,
         }
         # The categories head goes on training beside the later stages when they keep its loss on.
-        keep_categories = config.keeps_categories
         kept = None
-        if config.categories.steps and (source is None or keep_categories):
+        if config.categories.steps and (source is None or config.keeps_categories):
             extremes = config.categories.extremes
             categories_set = build_categories_set(
                 list(config.train_data), model, schedule.seed, bool(extremes)
@@ -138,7 +137,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     forward=categories_forward,
                     **stage_options,
                 )
-            if keep_categories:
+            if config.keeps_categories:
                 kept = KeptHead(
                     categories_forward,
                     categories_set,

@@ -39,6 +39,8 @@ class ModelSpec:
     ``aggregator`` / ``mask_prior``: fields of :class:`mpgsam2.modeling.config.AggregatorConfig` /
     :class:`mpgsam2.modeling.config.MaskPriorConfig` to change (e.g. ``{"object_local": false}``,
     ``{"num_pixel_layers": 2}``, ``{"dense_prompt": false}``); layers a checkpoint lacks start random.
+    ``sam2``: fields of :class:`mpgsam2.modeling.config.SAM2Config` to change, e.g. ``{"image_size": 256}``:
+    SAM 2's input side, which no weight's shape depends on, so a trained model goes on at another size.
     """
 
     init: str = "large"
@@ -48,6 +50,7 @@ class ModelSpec:
     tokenizer: str | None = None  # beit3.spm or a folder; default: the init checkpoint's
     aggregator: dict = field(default_factory=dict)
     mask_prior: dict = field(default_factory=dict)
+    sam2: dict = field(default_factory=dict)
     # Not official, presets only: how BEiT-3's vision position table starts. "random" (the rest of the
     # weights' rule) or "sine_cosine": 2-D codes of the patch grid (mpgsam2.modeling.beit3.sine_cosine_positions).
     vision_positions: str = "random"
