@@ -99,6 +99,12 @@ class HieraConfig:
     window_spec: tuple[int, ...] = (8, 4, 16, 8)
 
     @property
+    def coarsest_stride(self) -> int:
+        """Input pixels per token of the last stage: the patch embedding's 4, halved again at each later stage
+        (32 for every preset); SAM 2's input side must be a multiple of it."""
+        return 4 * 2 ** (len(self.stages) - 1)
+
+    @property
     def channels(self) -> tuple[int, ...]:
         """Stage widths, deepest first, as the FPN neck lists them (each stage doubles the width)."""
         return tuple(self.embed_dim * 2**i for i in reversed(range(len(self.stages))))
@@ -132,6 +138,14 @@ class SAM2Config:
     iou_head_hidden_dim: int = 256
     # SAM 2 stores past memories in bfloat16; the official outputs carry that rounding.
     memory_storage_dtype: str = "bfloat16"
+
+    def __post_init__(self) -> None:
+        stride = self.hiera.coarsest_stride
+        if self.image_size < stride or self.image_size % stride:
+            raise ValueError(
+                f"SAM 2's image_size must be a multiple of {stride} (its Hiera's coarsest stride); "
+                f"got {self.image_size}."
+            )
 
     @property
     def backbone_stride(self) -> int:

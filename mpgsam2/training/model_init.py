@@ -46,13 +46,6 @@ def _with_switches(config: MPGSAM2Config, spec: ModelSpec) -> MPGSAM2Config:
     for name in ("num_pixel_layers", "num_object_layers"):
         if getattr(aggregator, name) < 1:
             raise ValueError(f"model.aggregator.{name} must be at least 1 (switch the fusion off instead).")
-    # Hiera halves its grid after the stride-4 patch embedding at each of its later stages.
-    side_multiple = 4 * 2 ** (len(sam2.hiera.stages) - 1)
-    if sam2.image_size < side_multiple or sam2.image_size % side_multiple:
-        raise ValueError(
-            f"model.sam2.image_size must be a multiple of {side_multiple} (SAM 2's coarsest stride for this "
-            f"Hiera); got {sam2.image_size}."
-        )
     return config.replace(aggregator=aggregator, mask_prior=mask_prior, sam2=sam2)
 
 
