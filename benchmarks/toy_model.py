@@ -9,7 +9,8 @@ come from :func:`mpgsam2.datasets.toy.generate_toy_clip` with seeds from ``--fir
 (``configs/toy.json`` trains on seeds 0 to 11999; pass seeds no training used). Prints one JSON object with
 the figures of :func:`mpgsam2.datasets.toy.scoring.score_toy_model`: ``single_jf``, ``multi_jf``,
 ``hidden_absent``, ``prior_on_target`` and the J&F per expression kind of the single runs and of the runs
-with several expressions, with their counts, ``hidden_absent`` per kind, and where the J&F below 1 is
+with several expressions, with their counts, ``hidden_absent`` per kind and on the hidden frames with and
+without a look-alike in view (another shape that the expression's words fit), and where the J&F below 1 is
 lost (``single_jf_lost``, ``multi_jf_lost``: a mask's outline, another shape, a target missed, a hidden
 one shown). ``--oracle-prior`` gives the single runs the ground truth as their
 prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures

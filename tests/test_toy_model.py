@@ -286,10 +286,49 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     for name in ("single_jf", "multi_jf", "hidden_absent", "prior_on_target"):
         assert 0.0 <= figures[name] <= 1.0, name
     assert sum(figures["hidden_frames_by_kind"].values()) == figures["hidden_frames"]
+    # The hidden frames split by a look-alike in view: the two parts make up the whole.
+    with_lookalike = figures["hidden_frames_with_lookalike"]
+    assert 0 <= with_lookalike <= figures["hidden_frames"]
+    parts = [(with_lookalike, figures["hidden_absent_with_lookalike"])]
+    parts.append((figures["hidden_frames"] - with_lookalike, figures["hidden_absent_without_lookalike"]))
+    assert sum(n * share for n, share in parts if n) == pytest.approx(
+        figures["hidden_absent"] * figures["hidden_frames"], abs=1e-3 * figures["hidden_frames"]
+    )
     for run in ("single", "multi"):
         lost = figures[f"{run}_jf_lost"]
         assert set(lost) == set(bench.LOSS_CAUSES)
         assert sum(lost.values()) == pytest.approx(1 - figures[f"{run}_jf"], abs=1e-3)  # rounded to 4 places
+
+
+def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
+    """lookalikes_in_view on generated clips, against what their expressions promise: an attribute expression
+    names its target alone, so no other shape fits its words; a position expression picks its target among
+    shapes that its words fit, seen together on some frame; a look-alike never hides the target's own id."""
+    from mpgsam2.datasets.toy import scoring as bench
+
+    kinds = set()
+    for seed in range(910_000, 910_012):
+        clip = generate_toy_clip(seed, bench.EVERY_PHRASING)
+        seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
+        for expression in clip.expressions:
+            flagged = bench.lookalikes_in_view(clip, expression)
+            assert flagged.shape == (len(clip.frames),) and flagged.dtype == bool
+            target_seen = seen[expression.object_id - 1]
+            if expression.kind == "attributes":
+                assert not flagged.any(), expression
+            if expression.kind == "position":
+                assert (flagged & target_seen).any(), expression
+            # The frames flagged are those where a shape other than the target, with the words' attributes,
+            # shows on the label map.
+            words = bench.spoken_attributes(expression)
+            for t, labels in enumerate(clip.labels):
+                shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}
+                fits = [all(getattr(clip.objects[k - 1], a) == v for a, v in words.items()) for k in shown]
+                assert flagged[t] == any(fits), (expression, t)
+            hidden = ~target_seen
+            assert bench.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
+            kinds.add(expression.kind)
+    assert {"attributes", "position", "behind"} <= kinds
 
 
 def test_the_toy_benchmark_says_where_the_jf_is_lost():

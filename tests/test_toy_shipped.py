@@ -47,6 +47,9 @@ MIN_SINGLE_JF = 0.55
 MIN_MULTI_JF = 0.63
 MIN_HIDDEN_ABSENT = 0.60
 MIN_PRIOR_ON_TARGET = 0.77
+#: Of those hidden frames, the 73 where no other shape that the expression's words fit is in view, which one
+#: frame can tell: measured 0.822 reported absent (the 30 with such a look-alike in view: 0.600).
+MIN_HIDDEN_ABSENT_WITHOUT_LOOKALIKE = 0.70
 #: With the ground truth as the prior (HELD_OUT[:8]): measured J&F 0.828 (own priors: 0.664), hidden frames
 #: absent 1.0.
 MIN_ORACLE_JF = 0.75
@@ -143,6 +146,8 @@ def test_the_toy_model_follows_held_out_targets(toy_predictor):
     assert scores.multi_jf >= MIN_MULTI_JF, scores
     assert scores.hidden_frames > 0 and scores.hidden_absent >= MIN_HIDDEN_ABSENT, scores
     assert scores.prior_on_target >= MIN_PRIOR_ON_TARGET, scores
+    assert 0 < scores.hidden_frames_with_lookalike < scores.hidden_frames, scores
+    assert scores.hidden_absent_without_lookalike >= MIN_HIDDEN_ABSENT_WITHOUT_LOOKALIKE, scores
     # Every run is counted once under its expression's kind.
     assert sum(scores.single_count_by_kind.values()) == scores.clips
     assert sum(scores.multi_count_by_kind.values()) == scores.multi_expressions

@@ -14,6 +14,9 @@ expression's masks, object scores and priors with the ground truth:
 * ``hidden_absent_by_kind``: ``hidden_absent`` per kind of the expression whose target is hidden, with the
   frame counts (``hidden_frames_by_kind``). A frame's prior cannot tell "the circle on the left" is hidden
   when the other circle, alone in view, is then on the left: only the clip can.
+* ``hidden_absent_with_lookalike`` and ``hidden_absent_without_lookalike``: ``hidden_absent`` on the hidden
+  frames where another shape that the expression's own words fit is in view (:func:`lookalikes_in_view`;
+  ``hidden_frames_with_lookalike`` of them) and on the others. One frame cannot tell the two apart.
 * ``single_jf_lost`` and ``multi_jf_lost``: where the J&F below 1 goes, frame by frame: to the outline of a
   mask on the right shape (``mask``), to a mask on another shape (``wrong_object``), to a target in view
   reported hidden (``missed``), to a mask drawn while the target is hidden (``hidden_shown``). Each adds up
@@ -46,7 +49,7 @@ import torch.nn.functional as F
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
 from .referring import ATTRIBUTES, matches
-from .scene import ToyConfig, ToyExpression
+from .scene import ToyClip, ToyConfig, ToyExpression
 from .vocabulary import COLOURS, SHAPES, SIZES
 
 
@@ -136,6 +139,31 @@ def hidden_reported_absent(object_scores: np.ndarray, truth: np.ndarray) -> list
     return (object_scores[empty] < 0).tolist()
 
 
+def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
+    """(T,) bool: the frames where a shape other than the target, one that the expression's own words fit
+    (:func:`spoken_attributes`: "the circle on the left" -> any circle), is at least partly in view.
+
+    Attribute expressions name their target alone, so they have none; position expressions always have one
+    in the clip, and "goes behind" ones may.
+    """
+    words = spoken_attributes(expression)
+    seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
+    rivals = [
+        k
+        for k, item in enumerate(clip.objects)
+        if item.object_id != expression.object_id and matches(item, words)
+    ]
+    return seen[rivals].any(0) if rivals else np.zeros(seen.shape[1], dtype=bool)
+
+
+def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
+    """Per frame where the expression's target is fully hidden (the frames of :func:`hidden_reported_absent`):
+    whether a look-alike is in view (:func:`lookalikes_in_view`)."""
+    truth = clip.target_masks(expression)
+    empty = ~truth.reshape(len(truth), -1).any(-1)
+    return lookalikes_in_view(clip, expression)[empty].tolist()
+
+
 #: The logit of a fully covered cell of an oracle prior (sigmoid: 0.9997); an empty cell gets its negative.
 ORACLE_LOGIT = 8.0
 
@@ -186,6 +214,10 @@ class ToyScores:
     multi_count_by_kind: dict[str, int] = field(default_factory=dict)
     hidden_absent_by_kind: dict[str, float] = field(default_factory=dict)
     hidden_frames_by_kind: dict[str, int] = field(default_factory=dict)
+    # hidden_absent split by whether a look-alike of the target is in view (see lookalikes_in_view).
+    hidden_frames_with_lookalike: int = 0
+    hidden_absent_with_lookalike: float | None = None
+    hidden_absent_without_lookalike: float | None = None
     # Where the J&F below 1 goes, as the mean over runs of :func:`jf_lost_by_cause` (each adds up to
     # 1 - single_jf, resp. 1 - multi_jf).
     single_jf_lost: dict[str, float] = field(default_factory=dict)
@@ -211,6 +243,8 @@ def score_toy_model(
     single_lost, multi_lost = [], []
     single_by_kind, multi_by_kind = defaultdict(list), defaultdict(list)
     hidden_by_kind, prior = defaultdict(list), []
+    # The hidden frames' "reported absent", by whether a look-alike of the target is in view.
+    hidden_by_lookalike: dict[bool, list[bool]] = {True: [], False: []}
     count = 0
     for seed in seeds:
         count += 1
@@ -226,7 +260,10 @@ def score_toy_model(
         single.append(float(np.mean(scores)))
         single_lost.append(jf_lost_by_cause(alone.masks, truth, scores))
         single_by_kind[first.kind].append(single[-1])
-        hidden_by_kind[first.kind] += hidden_reported_absent(alone.object_scores, truth)
+        absent = hidden_reported_absent(alone.object_scores, truth)
+        hidden_by_kind[first.kind] += absent
+        for reported, lookalike in zip(absent, hidden_lookalikes(clip, first), strict=True):
+            hidden_by_lookalike[lookalike].append(reported)
         prior += prior_hits(alone.priors, truth)
         if len(clip.expressions) > 1 and not oracle:
             together = predictor.segment(clip.frames, [e.text for e in clip.expressions], logits=False)
@@ -236,7 +273,10 @@ def score_toy_model(
                 multi.append(float(np.mean(scores)))
                 multi_lost.append(jf_lost_by_cause(result.masks, truth, scores))
                 multi_by_kind[expression.kind].append(multi[-1])
-                hidden_by_kind[expression.kind] += hidden_reported_absent(result.object_scores, truth)
+                absent = hidden_reported_absent(result.object_scores, truth)
+                hidden_by_kind[expression.kind] += absent
+                for reported, lookalike in zip(absent, hidden_lookalikes(clip, expression), strict=True):
+                    hidden_by_lookalike[lookalike].append(reported)
     hidden = [absent for frames in hidden_by_kind.values() for absent in frames]
     return ToyScores(
         clips=count,
@@ -252,9 +292,16 @@ def score_toy_model(
         multi_count_by_kind={k: len(v) for k, v in sorted(multi_by_kind.items())},
         hidden_absent_by_kind={k: float(np.mean(v)) for k, v in sorted(hidden_by_kind.items()) if v},
         hidden_frames_by_kind={k: len(v) for k, v in sorted(hidden_by_kind.items()) if v},
+        hidden_frames_with_lookalike=len(hidden_by_lookalike[True]),
+        hidden_absent_with_lookalike=_mean_or_none(hidden_by_lookalike[True]),
+        hidden_absent_without_lookalike=_mean_or_none(hidden_by_lookalike[False]),
         single_jf_lost=_mean_by_cause(single_lost),
         multi_jf_lost=_mean_by_cause(multi_lost),
     )
+
+
+def _mean_or_none(flags: list[bool]) -> float | None:
+    return float(np.mean(flags)) if flags else None
 
 
 def _mean_by_cause(runs: list[dict[str, float]]) -> dict[str, float]:
