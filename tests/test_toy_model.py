@@ -303,7 +303,9 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
 def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
     """lookalikes_in_view on generated clips, against what their expressions promise: an attribute expression
     names its target alone, so no other shape fits its words; a position expression picks its target among
-    shapes that its words fit, seen together on some frame; a look-alike never hides the target's own id."""
+    shapes that its words fit, seen together on some frame. And frame by frame, the frames flagged are those
+    whose label map shows another shape with the attributes the words name."""
+    from mpgsam2.datasets.toy import referring
     from mpgsam2.datasets.toy import scoring as bench
 
     kinds = set()
@@ -311,7 +313,7 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
         clip = generate_toy_clip(seed, bench.EVERY_PHRASING)
         seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
         for expression in clip.expressions:
-            flagged = bench.lookalikes_in_view(clip, expression)
+            flagged = referring.lookalikes_in_view(clip, expression)
             assert flagged.shape == (len(clip.frames),) and flagged.dtype == bool
             target_seen = seen[expression.object_id - 1]
             if expression.kind == "attributes":
@@ -320,13 +322,13 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
                 assert (flagged & target_seen).any(), expression
             # The frames flagged are those where a shape other than the target, with the words' attributes,
             # shows on the label map.
-            words = bench.spoken_attributes(expression)
+            words = referring.spoken_attributes(expression)
             for t, labels in enumerate(clip.labels):
                 shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}
                 fits = [all(getattr(clip.objects[k - 1], a) == v for a, v in words.items()) for k in shown]
                 assert flagged[t] == any(fits), (expression, t)
             hidden = ~target_seen
-            assert bench.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
+            assert referring.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
             kinds.add(expression.kind)
     assert {"attributes", "position", "behind"} <= kinds
 

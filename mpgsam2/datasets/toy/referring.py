@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scene import ToyConfig, ToyExpression, ToyObject
-from .vocabulary import KINDS, POSITION_PHRASES, POSITIONS
+from .scene import ToyClip, ToyConfig, ToyExpression, ToyObject
+from .vocabulary import COLOURS, KINDS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES
 
 #: The attributes an expression can name, in the order they are spoken.
 ATTRIBUTES = ("size", "colour", "shape")
@@ -184,3 +184,46 @@ def choose_expressions(
             weights = np.array([2.0 if len(e.text) == shortest else 1.0 for e in phrasings])
             chosen.append(phrasings[int(rng.choice(len(phrasings), p=weights / weights.sum()))])
     return tuple(chosen)
+
+
+_WORDS = {"size": set(SIZES), "colour": set(COLOURS), "shape": set(SHAPES)}
+
+
+def spoken_attributes(expression: ToyExpression) -> dict[str, str]:
+    """The size, colour and shape words of an expression's own description, before what it says about
+    another shape: ``"the small star that goes behind the red square"`` -> ``{"size": "small", "shape":
+    "star"}``."""
+    own = expression.text.split(" that ", 1)[0].split()
+    return {name: word for word in own for name, values in _WORDS.items() if word in values}
+
+
+def named_attributes(expression: ToyExpression) -> str:
+    """The attributes an attribute expression names, in spoken order: ``"the small star"`` -> ``"size+shape"``
+    (``"none"`` for ``"the shape"``)."""
+    spoken = spoken_attributes(expression)
+    return "+".join(name for name in ATTRIBUTES if name in spoken) or "none"
+
+
+def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
+    """(T,) bool: the frames where a shape other than the target, one that the expression's own words fit
+    (:func:`spoken_attributes`: "the circle on the left" -> any circle), is at least partly in view.
+
+    Attribute expressions name their target alone, so they have none; position expressions always have one
+    in the clip, and "goes behind" ones may.
+    """
+    words = spoken_attributes(expression)
+    seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
+    rivals = [
+        k
+        for k, item in enumerate(clip.objects)
+        if item.object_id != expression.object_id and matches(item, words)
+    ]
+    return seen[rivals].any(0) if rivals else np.zeros(seen.shape[1], dtype=bool)
+
+
+def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
+    """Per frame where the expression's target is fully hidden (the frames of :func:`hidden_reported_absent`):
+    whether a look-alike is in view (:func:`lookalikes_in_view`)."""
+    truth = clip.target_masks(expression)
+    empty = ~truth.reshape(len(truth), -1).any(-1)
+    return lookalikes_in_view(clip, expression)[empty].tolist()

@@ -15,7 +15,7 @@ expression's masks, object scores and priors with the ground truth:
   frame counts (``hidden_frames_by_kind``). A frame's prior cannot tell "the circle on the left" is hidden
   when the other circle, alone in view, is then on the left: only the clip can.
 * ``hidden_absent_with_lookalike`` and ``hidden_absent_without_lookalike``: ``hidden_absent`` on the hidden
-  frames where another shape that the expression's own words fit is in view (:func:`lookalikes_in_view`;
+  frames where another shape that the expression's own words fit is in view (:func:`.referring.lookalikes_in_view`;
   ``hidden_frames_with_lookalike`` of them) and on the others. One frame cannot tell the two apart.
 * ``single_jf_lost`` and ``multi_jf_lost``: where the J&F below 1 goes, frame by frame: to the outline of a
   mask on the right shape (``mask``), to a mask on another shape (``wrong_object``), to a target in view
@@ -48,9 +48,13 @@ import torch.nn.functional as F
 
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
-from .referring import ATTRIBUTES, matches
-from .scene import ToyClip, ToyConfig, ToyExpression
-from .vocabulary import COLOURS, SHAPES, SIZES
+from .referring import (
+    hidden_lookalikes,
+    matches,
+    named_attributes,
+    spoken_attributes,
+)
+from .scene import ToyConfig
 
 
 def frame_scores(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -139,31 +143,6 @@ def hidden_reported_absent(object_scores: np.ndarray, truth: np.ndarray) -> list
     return (object_scores[empty] < 0).tolist()
 
 
-def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
-    """(T,) bool: the frames where a shape other than the target, one that the expression's own words fit
-    (:func:`spoken_attributes`: "the circle on the left" -> any circle), is at least partly in view.
-
-    Attribute expressions name their target alone, so they have none; position expressions always have one
-    in the clip, and "goes behind" ones may.
-    """
-    words = spoken_attributes(expression)
-    seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
-    rivals = [
-        k
-        for k, item in enumerate(clip.objects)
-        if item.object_id != expression.object_id and matches(item, words)
-    ]
-    return seen[rivals].any(0) if rivals else np.zeros(seen.shape[1], dtype=bool)
-
-
-def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
-    """Per frame where the expression's target is fully hidden (the frames of :func:`hidden_reported_absent`):
-    whether a look-alike is in view (:func:`lookalikes_in_view`)."""
-    truth = clip.target_masks(expression)
-    empty = ~truth.reshape(len(truth), -1).any(-1)
-    return lookalikes_in_view(clip, expression)[empty].tolist()
-
-
 #: The logit of a fully covered cell of an oracle prior (sigmoid: 0.9997); an empty cell gets its negative.
 ORACLE_LOGIT = 8.0
 
@@ -214,7 +193,7 @@ class ToyScores:
     multi_count_by_kind: dict[str, int] = field(default_factory=dict)
     hidden_absent_by_kind: dict[str, float] = field(default_factory=dict)
     hidden_frames_by_kind: dict[str, int] = field(default_factory=dict)
-    # hidden_absent split by whether a look-alike of the target is in view (see lookalikes_in_view).
+    # hidden_absent split by whether a look-alike of the target is in view (see referring.lookalikes_in_view).
     hidden_frames_with_lookalike: int = 0
     hidden_absent_with_lookalike: float | None = None
     hidden_absent_without_lookalike: float | None = None
@@ -310,22 +289,6 @@ def _mean_by_cause(runs: list[dict[str, float]]) -> dict[str, float]:
 
 #: Training's draw of a clip's expressions (configs/toy.json): every target, several phrasings of each.
 EVERY_PHRASING = ToyConfig(max_expressions=4, expressions_per_object=4)
-_WORDS = {"size": set(SIZES), "colour": set(COLOURS), "shape": set(SHAPES)}
-
-
-def spoken_attributes(expression: ToyExpression) -> dict[str, str]:
-    """The size, colour and shape words of an expression's own description, before what it says about
-    another shape: ``"the small star that goes behind the red square"`` -> ``{"size": "small", "shape":
-    "star"}``."""
-    own = expression.text.split(" that ", 1)[0].split()
-    return {name: word for word in own for name, values in _WORDS.items() if word in values}
-
-
-def named_attributes(expression: ToyExpression) -> str:
-    """The attributes an attribute expression names, in spoken order: ``"the small star"`` -> ``"size+shape"``
-    (``"none"`` for ``"the shape"``)."""
-    spoken = spoken_attributes(expression)
-    return "+".join(name for name in ATTRIBUTES if name in spoken) or "none"
 
 
 @dataclass(frozen=True)
