@@ -6,6 +6,9 @@ Three kinds of words pick a target:
 * attributes: ``"the red square"``, ``"the small blue circle"``, ``"the green shape"``, ``"the star"``;
 * position among the shapes that match the words: ``"the circle on the left"``, ``"the shape at the top"``;
 * occlusion: ``"the triangle that goes behind the square"``, ``"the shape that passes in front of the star"``.
+
+Read back, an expression's own words (:func:`spoken_attributes`) say which other shapes it could be taken for
+(:func:`lookalikes_in_view`): what one frame cannot tell from the target.
 """
 
 from __future__ import annotations
@@ -222,8 +225,8 @@ def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
 
 
 def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
-    """Per frame where the expression's target is fully hidden (the frames of :func:`hidden_reported_absent`):
-    whether a look-alike is in view (:func:`lookalikes_in_view`)."""
+    """Per frame where the expression's target is fully hidden, in order: whether a look-alike is in view
+    (:func:`lookalikes_in_view`)."""
     truth = clip.target_masks(expression)
     empty = ~truth.reshape(len(truth), -1).any(-1)
     return lookalikes_in_view(clip, expression)[empty].tolist()
