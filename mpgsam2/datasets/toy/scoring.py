@@ -224,6 +224,13 @@ def score_toy_model(
     hidden_by_kind, prior = defaultdict(list), []
     # The hidden frames' "reported absent", by whether a look-alike of the target is in view.
     hidden_by_lookalike: dict[bool, list[bool]] = {True: [], False: []}
+
+    def count_hidden(clip, expression, object_scores: np.ndarray) -> None:
+        absent = hidden_reported_absent(object_scores, clip.target_masks(expression))
+        hidden_by_kind[expression.kind] += absent
+        for reported, lookalike in zip(absent, hidden_lookalikes(clip, expression), strict=True):
+            hidden_by_lookalike[lookalike].append(reported)
+
     count = 0
     for seed in seeds:
         count += 1
@@ -239,10 +246,7 @@ def score_toy_model(
         single.append(float(np.mean(scores)))
         single_lost.append(jf_lost_by_cause(alone.masks, truth, scores))
         single_by_kind[first.kind].append(single[-1])
-        absent = hidden_reported_absent(alone.object_scores, truth)
-        hidden_by_kind[first.kind] += absent
-        for reported, lookalike in zip(absent, hidden_lookalikes(clip, first), strict=True):
-            hidden_by_lookalike[lookalike].append(reported)
+        count_hidden(clip, first, alone.object_scores)
         prior += prior_hits(alone.priors, truth)
         if len(clip.expressions) > 1 and not oracle:
             together = predictor.segment(clip.frames, [e.text for e in clip.expressions], logits=False)
@@ -252,10 +256,7 @@ def score_toy_model(
                 multi.append(float(np.mean(scores)))
                 multi_lost.append(jf_lost_by_cause(result.masks, truth, scores))
                 multi_by_kind[expression.kind].append(multi[-1])
-                absent = hidden_reported_absent(result.object_scores, truth)
-                hidden_by_kind[expression.kind] += absent
-                for reported, lookalike in zip(absent, hidden_lookalikes(clip, expression), strict=True):
-                    hidden_by_lookalike[lookalike].append(reported)
+                count_hidden(clip, expression, result.object_scores)
     hidden = [absent for frames in hidden_by_kind.values() for absent in frames]
     return ToyScores(
         clips=count,
