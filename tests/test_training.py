@@ -166,6 +166,32 @@ def test_an_encoder_learning_rate_sets_beit3_apart_from_the_base_group():
     assert [g["lr"] for g in optimizer.param_groups] == [2e-6, 5e-5, 1e-7]
 
 
+def test_a_prior_learning_rate_sets_the_whole_mask_prior_generator_apart():
+    model = fresh_model()
+    groups = {g["name"]: g for g in parameter_groups(model, 2e-6, 5e-5, lr_encoder=1e-7, lr_prior=0.0)}
+    assert set(groups) == {"base", "fast", "encoder", "prior"}
+    names = {id(p): n for n, p in model.named_parameters()}
+    prior = {names[id(p)] for p in groups["prior"]["params"]}
+    # The generator spans both official groups: its new heads are fast, its prompt projections are not.
+    assert prior == {
+        n for n, p in model.named_parameters() if p.requires_grad and n.startswith("mask_prior.")
+    }
+    assert any(is_fast_parameter(n) for n in prior) and not all(is_fast_parameter(n) for n in prior)
+    assert all(names[id(p)].startswith("aggregator.") for p in groups["fast"]["params"])
+    assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
+    optimizer = build_optimizer(model, 2e-6, 5e-5, lr_encoder=1e-7, lr_prior=0.0)
+    assert [g["lr"] for g in optimizer.param_groups] == [2e-6, 5e-5, 1e-7, 0.0]
+    # At a rate of 0 a step leaves the generator as it was (weight decay included) while the rest moves.
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.ones_like(p)
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])}
+    assert moved and not any(n.startswith("mask_prior.") for n in moved)
+    assert any(n.startswith("aggregator.") for n in moved) and any(n.startswith("sam2.") for n in moved)
+
+
 def test_a_few_steps_lower_the_loss(clips):
     full = clips[0]
     model = fresh_model()
@@ -642,25 +668,20 @@ def test_shipped_configurations_parse(tmp_path):
     assert toy.grounding.num_frames == 1 and toy.optim.lr_encoder < toy.optim.lr
     # The second grounding pass reads clips of several frames, so that the prior learns from the other frames.
     assert toy.clip_grounding.steps > 0 and toy.clip_grounding.num_frames > 1
-    # The recipe within the hour is the toy recipe with four settings changed, in a folder of its own.
+    # SAM 2 at twice the toy preset's input side in the main stage: no weight's shape depends on it.
+    assert toy.model.sam2 == {"image_size": 2 * get_config("toy").sam2.image_size}
+    # The recipe within the hour is the toy recipe with five settings changed, in a folder of its own.
     hour = load_config(ROOT / "configs" / "toy_hour.json")
     within_the_hour = [
         "grounding.steps=2000",
         "clip_grounding.steps=0",
         "loss.prior=5",
         "loss.prior_per_frame=false",
+        f"model.sam2.image_size={get_config('toy').sam2.image_size}",
         "output_dir=runs/toy_hour",
     ]
     assert hour == load_config(ROOT / "configs" / "toy.json", within_the_hour)
     assert hour.output_dir != toy.output_dir and hour.grounding.batch_size == toy.grounding.batch_size
-    # The toy model's SAM 2 trained on at twice its input side: from the shipped files, the main loop alone.
-    larger = load_config(ROOT / "configs" / "toy_256.json")
-    assert larger.model.sam2 == {"image_size": 2 * get_config("toy").sam2.image_size}
-    assert (ROOT / larger.model.init / "model.safetensors").is_file()
-    assert larger.categories.steps == larger.grounding.steps == larger.clip_grounding.steps == 0
-    assert not larger.keeps_categories and larger.output_dir != toy.output_dir
-    assert larger.train_data[0].root == toy.train_data[0].root  # the toy run's clips, written once
-    assert larger.train_data[0].toy == toy.train_data[0].toy and larger.loss.prior == toy.loss.prior
     smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
     assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):

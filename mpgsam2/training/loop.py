@@ -174,7 +174,12 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                 **stage_options,
             )
         optimizer = build_optimizer(
-            model, config.optim.lr, config.optim.lr_fast, config.optim.weight_decay, config.optim.lr_encoder
+            model,
+            config.optim.lr,
+            config.optim.lr_fast,
+            config.optim.weight_decay,
+            config.optim.lr_encoder,
+            config.optim.lr_prior,
         )
         categories_head = None
         if kept is not None and config.loss.categories:

@@ -30,30 +30,41 @@ def is_fast_parameter(name: str) -> bool:
 #: The multimodal encoder (BEiT-3), which ``lr_encoder`` may set apart from the base group.
 ENCODER_PREFIX = "multimodal_encoder."
 
+#: The whole mask prior generator (in both official groups), which ``lr_prior`` may set apart.
+PRIOR_PREFIX = "mask_prior."
+
 
 def parameter_groups(
-    model: nn.Module, lr: float, lr_fast: float, lr_encoder: float | None = None
+    model: nn.Module,
+    lr: float,
+    lr_fast: float,
+    lr_encoder: float | None = None,
+    lr_prior: float | None = None,
 ) -> list[dict]:
     """The two official groups of trainable parameters: ``lr`` for most, ``lr_fast`` for the new modules.
 
     With ``lr_encoder`` (not official), BEiT-3's parameters form a third group at that rate, so that a main
     stage after grounding pre-training (:mod:`mpgsam2.training.grounding`) does not undo what it learnt.
+    ``lr_prior`` (not official) does the same for every parameter of the mask prior generator, the other
+    module that the grounding stages train.
     """
-    groups: dict[str, list] = {"base": [], "fast": [], "encoder": []}
+    rates = {"base": lr, "fast": lr_fast, "encoder": lr_encoder, "prior": lr_prior}
+    groups: dict[str, list] = {name: [] for name in rates}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if is_fast_parameter(name):
+        if lr_prior is not None and name.startswith(PRIOR_PREFIX):
+            groups["prior"].append(parameter)
+        elif is_fast_parameter(name):
             groups["fast"].append(parameter)
         elif lr_encoder is not None and name.startswith(ENCODER_PREFIX):
             groups["encoder"].append(parameter)
         else:
             groups["base"].append(parameter)
-    rates = {"base": lr, "fast": lr_fast, "encoder": lr_encoder}
     return [
         {"params": params, "lr": rates[name], "name": name}
         for name, params in groups.items()
-        if name != "encoder" or lr_encoder is not None
+        if rates[name] is not None
     ]
 
 
@@ -63,17 +74,18 @@ def build_optimizer(
     lr_fast: float = 5e-5,
     weight_decay: float = 5e-4,
     lr_encoder: float | None = None,
+    lr_prior: float | None = None,
 ) -> torch.optim.AdamW:
     """AdamW with the official weight decay (on every trainable parameter) and learning-rate groups.
 
     The official defaults are ``lr`` 2e-6 (1e-5 for RefCOCO pre-training) and ``lr_fast`` 5e-5; the official
-    run has no learning-rate schedule (its DeepSpeed set-up returns none). ``lr_encoder``: see
-    :func:`parameter_groups`.
+    run has no learning-rate schedule (its DeepSpeed set-up returns none). ``lr_encoder`` and ``lr_prior``:
+    see :func:`parameter_groups`.
 
     On CPU and CUDA the fused implementation runs: the same update in one kernel instead of one per parameter
     tensor, which on a CPU is a fifth of a small model's step (e.g. 24 against 4.5 ms for the toy preset).
     """
-    groups = parameter_groups(model, lr, lr_fast, lr_encoder)
+    groups = parameter_groups(model, lr, lr_fast, lr_encoder, lr_prior)
     devices = {p.device.type for group in groups for p in group["params"]}
     fused = bool(devices) and devices <= {"cpu", "cuda"}
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=fused or None)

@@ -71,6 +71,8 @@ class OptimSpec:
     lr_fast: float = 5e-5
     # Not official: BEiT-3's own rate (None: ``lr``), to keep what a grounding stage taught it.
     lr_encoder: float | None = None
+    # Not official: the mask prior generator's own rate (None: that of its official groups), likewise.
+    lr_prior: float | None = None
     weight_decay: float = 5e-4
     # The official scripts pass 0.1, but under DeepSpeed ZeRO-2 the clipping sees no gradients; 0 = off.
     clip_max_norm: float = 0.0
