@@ -206,8 +206,8 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     # The toy preset, with SAM 2 at the recipe's input side (twice the preset's), carried by the checkpoint.
     preset = get_config("toy")
     assert loaded.config.sam2.image_size == config.model.sam2["image_size"] == 2 * preset.sam2.image_size
-    assert loaded.config == dataclasses.replace(
-        preset, sam2=dataclasses.replace(preset.sam2, image_size=loaded.config.sam2.image_size)
+    assert loaded.config == preset.replace(
+        sam2=dataclasses.replace(preset.sam2, image_size=loaded.config.sam2.image_size)
     )
     # Exported as checkpoints/toy is: half-precision weights, the run's configuration, the three curves.
     import subprocess

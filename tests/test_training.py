@@ -668,7 +668,7 @@ def test_shipped_configurations_parse(tmp_path):
     assert toy.grounding.num_frames == 1 and toy.optim.lr_encoder < toy.optim.lr
     # The second grounding pass reads clips of several frames, so that the prior learns from the other frames.
     assert toy.clip_grounding.steps > 0 and toy.clip_grounding.num_frames > 1
-    # SAM 2 at twice the toy preset's input side in the main stage: no weight's shape depends on it.
+    # SAM 2 at twice the toy preset's input side, in every stage: no weight's shape depends on it.
     assert toy.model.sam2 == {"image_size": 2 * get_config("toy").sam2.image_size}
     # The recipe within the hour is the toy recipe with five settings changed, in a folder of its own.
     hour = load_config(ROOT / "configs" / "toy_hour.json")
