@@ -12,7 +12,8 @@ the figures of :func:`mpgsam2.datasets.toy.scoring.score_toy_model`: ``single_jf
 with several expressions, with their counts, ``hidden_absent`` per kind and on the hidden frames with and
 without a look-alike in view (another shape that the expression's words fit), and where the J&F below 1 is
 lost (``single_jf_lost``, ``multi_jf_lost``: a mask's outline, another shape, a target missed, a hidden
-one shown). ``--oracle-prior`` gives the single runs the ground truth as their
+one shown), with the part lost on the frames where under 30 % of the target shows
+(``single_jf_lost_mostly_hidden``, with ``mostly_hidden_frames`` and the share of them drawn). ``--oracle-prior`` gives the single runs the ground truth as their
 prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
 of :func:`mpgsam2.datasets.toy.scoring.score_grounding`: where the priors of every phrasing of every target
 point (BEiT-3 and the mask prior generator alone), by kind of expression, target size and the attributes

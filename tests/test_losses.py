@@ -12,6 +12,7 @@ from torchvision.ops import sigmoid_focal_loss as torchvision_focal
 
 from mpgsam2.training.losses import (
     OFFICIAL_WEIGHTS,
+    PRIOR_TARGETS,
     LossWeights,
     clip_losses,
     count_visible_frames,
@@ -189,6 +190,29 @@ def test_prior_loss_compares_the_prior_with_the_covered_fraction_of_each_cell():
     torch.testing.assert_close(prior_loss(logits, targets, 1.0), expected)
     good = torch.where(fractions > 0.75, 8.0, torch.where(fractions > 0.25, 0.0, -8.0))
     assert prior_loss(good, targets, 1.0) < prior_loss(-good, targets, 1.0)
+
+
+def test_a_square_root_prior_target_lights_the_cell_of_a_target_mostly_out_of_view():
+    """Fitted alone to each target, the focal term drives each cell to dark or lit: a cell that the target
+    covers three tenths of ends dark with the covered fraction as its target and lit with its square root;
+    the empty cells stay dark and the whole one lit either way."""
+    targets = torch.zeros(1, 20, 20)
+    targets[0, :10, :10] = 1  # cell (0, 0) whole
+    targets[0, 10:13, 10:20] = 1  # cell (1, 1): three tenths
+    fitted = {}
+    for cell_target in PRIOR_TARGETS:
+        logits = torch.zeros(1, 2, 2, requires_grad=True)
+        optimizer = torch.optim.Adam([logits], lr=0.1)
+        for _ in range(300):
+            optimizer.zero_grad()
+            prior_loss(logits, targets, 1.0, cell_target=cell_target).backward()
+            optimizer.step()
+        fitted[cell_target] = torch.sigmoid(logits.detach())[0]
+    for prior in fitted.values():
+        assert prior[0, 0] > 0.9 and prior[0, 1] < 0.05 and prior[1, 0] < 0.05
+    assert fitted["coverage"][1, 1] < 0.1 and fitted["sqrt_coverage"][1, 1] > 0.7, fitted
+    with pytest.raises(ValueError, match="loss.prior_target must be one of"):
+        LossWeights(prior_target="square")
 
 
 def test_the_prior_loss_frame_by_frame_charges_a_lit_hidden_frame_as_a_clip_of_its_own():

@@ -31,6 +31,7 @@ from mpgsam2.datasets.toy import (
     video_name,
     write_toy_dataset,
 )
+from mpgsam2.datasets.toy.referring import visible_shares
 
 SEEDS = range(40)
 # Training's setting in configs/toy.json: several phrasings of each target.
@@ -116,6 +117,32 @@ def test_masks_are_empty_exactly_where_the_object_is_hidden(clips):
         assert (clip.masks.sum(0) <= 1).all()
         for k in range(len(clip.objects)):
             assert np.array_equal(clip.labels == k + 1, clip.masks[k])
+
+
+def test_visible_shares_measure_how_much_of_the_target_shows(clips):
+    """0 where the target is hidden, 1 where it is whole and in the frame, and between where it is cut."""
+    cut = whole_inside = 0
+    for clip in clips:
+        for expression in clip.expressions:
+            k = expression.object_id - 1
+            shares = visible_shares(clip, expression)
+            seen = clip.masks[k].reshape(len(clip.frames), -1).sum(1)
+            whole = (seen == clip.full_masks[k].reshape(len(clip.frames), -1).sum(1)) & (seen > 0)
+            assert shares.shape == (len(clip.frames),) and (shares[seen == 0] == 0).all()
+            assert ((shares > 0) & (shares <= 1))[seen > 0].all()
+            # A whole shape fully inside the frame shows all of its area.
+            inside = whole & np.array(
+                [_inside(clip.objects[k], t, clip.frames.shape[1]) for t in range(len(seen))]
+            )
+            assert np.allclose(shares[inside], 1), shares[inside]
+            whole_inside += int(inside.sum())
+            cut += int(((shares > 0) & (shares < 0.3)).sum())
+    assert whole_inside > 0 and cut > 0, "some frames show a whole target, some a small part of one"
+
+
+def _inside(item, t: int, size: int) -> bool:
+    x, y = item.centres[t]
+    return min(x, y) > 1.5 * item.radius and max(x, y) < size - 1.5 * item.radius
 
 
 def test_targets_are_hidden_on_some_frames_both_behind_shapes_and_off_the_frame(clips):

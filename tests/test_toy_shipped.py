@@ -158,6 +158,9 @@ def test_the_toy_model_follows_held_out_targets(toy_predictor):
     # Where the J&F below 1 goes adds up to it.
     assert sum(scores.single_jf_lost.values()) == pytest.approx(1 - scores.single_jf)
     assert sum(scores.multi_jf_lost.values()) == pytest.approx(1 - scores.multi_jf)
+    # The mostly hidden frames' part of that loss (whatever its cause).
+    assert scores.mostly_hidden_frames > 0 and 0 <= scores.mostly_hidden_drawn <= 1, scores
+    assert 0 < scores.single_jf_lost_mostly_hidden <= 1 - scores.single_jf, scores
 
 
 @pytest.mark.slow

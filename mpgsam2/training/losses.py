@@ -36,6 +36,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+#: The prior cells' targets as functions of the covered fraction (``LossWeights.prior_target``).
+PRIOR_TARGETS = {"coverage": lambda fraction: fraction, "sqrt_coverage": torch.sqrt}
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -54,9 +57,19 @@ class LossWeights:
     # prior_loss frame by frame instead of over each clip's volume (see :func:`prior_loss`); with T frames a
     # clip the term grows about T times, so its weight wants about 1 / T of the volume's.
     prior_per_frame: bool = False
+    # Each prior cell's target as a function of the share of it that the target covers (PRIOR_TARGETS). The
+    # focal term drives a cell to dark or lit, lit from about half covered with "coverage" (the share itself)
+    # and from about a fifth with "sqrt_coverage" (its square root): the cells of a target mostly out of view.
+    prior_target: str = "coverage"
     # The categories stage's loss kept on in the main loop (it needs ``categories.steps``); added by
     # mpgsam2.training.kept_heads.KeptCategories around the loop's module, not by clip_losses.
     categories: float = 0.0
+
+    def __post_init__(self):
+        if self.prior_target not in PRIOR_TARGETS:
+            raise ValueError(
+                f"loss.prior_target must be one of {sorted(PRIOR_TARGETS)}, not {self.prior_target!r}."
+            )
 
 
 #: The official weights.
@@ -168,7 +181,11 @@ def covered_fractions(targets: torch.Tensor, grid: Sequence[int]) -> torch.Tenso
 
 
 def prior_loss(
-    prior_logits: torch.Tensor, targets: torch.Tensor, num_boxes: float, per_frame: bool = False
+    prior_logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_boxes: float,
+    per_frame: bool = False,
+    cell_target: str = "coverage",
 ) -> torch.Tensor:
     """Focal + dice of one clip's prior masks against its ground truth averaged onto the prior's grid.
 
@@ -183,10 +200,11 @@ def prior_loss(
         targets: (T, S, S) 0/1 ground truth; each prior cell's target is the fraction of it covered.
         num_boxes: the normaliser (visible frames), as for the mask terms.
         per_frame: focal and dice of each frame alone, summed over the T frames (default: over the volume).
+        cell_target: a key of :data:`PRIOR_TARGETS`: each cell's target as a function of its covered fraction.
     Returns:
         A scalar.
     """
-    fractions = covered_fractions(targets, prior_logits.shape[-2:])
+    fractions = PRIOR_TARGETS[cell_target](covered_fractions(targets, prior_logits.shape[-2:]))
     logits = prior_logits.float()
     if not per_frame:
         logits, fractions = logits[None], fractions[None]
@@ -287,7 +305,8 @@ def clip_losses(
         if prior_logits is None:
             raise ValueError("The prior loss needs the prior logits of every clip.")
         losses["loss_prior"] = sum(
-            prior_loss(p, g, num_boxes, weights.prior_per_frame) for p, g in zip(prior_logits, targets)
+            prior_loss(p, g, num_boxes, weights.prior_per_frame, weights.prior_target)
+            for p, g in zip(prior_logits, targets)
         )
         total = total + weights.prior * losses["loss_prior"]
     return {"loss": total, **losses}

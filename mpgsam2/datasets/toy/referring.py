@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .drawing import shape_mask
 from .scene import ToyClip, ToyConfig, ToyExpression, ToyObject
 from .vocabulary import COLOURS, KINDS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES
 
@@ -230,3 +231,18 @@ def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
     truth = clip.target_masks(expression)
     empty = ~truth.reshape(len(truth), -1).any(-1)
     return lookalikes_in_view(clip, expression)[empty].tolist()
+
+
+def visible_shares(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
+    """(T,) float: the share of the target's area in view per frame, 0 where it is hidden and 1 where it is
+    whole (a shape cut by the frame's edge or covered by another shows less)."""
+    target = clip.objects[expression.object_id - 1]
+    seen = clip.target_masks(expression).reshape(len(clip.frames), -1).sum(-1)
+    # The whole shape drawn on a canvas of its own, at the same sub-pixel offset: the same pixels as in the
+    # frame where it is whole.
+    margin = int(np.ceil(2 * target.radius)) + 1
+    whole = [
+        shape_mask(target.shape, margin + x % 1, margin + y % 1, target.radius, 2 * margin + 1).sum()
+        for x, y in target.centres
+    ]
+    return seen / np.asarray(whole, dtype=np.float64)

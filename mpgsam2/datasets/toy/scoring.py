@@ -21,6 +21,10 @@ expression's masks, object scores and priors with the ground truth:
   mask on the right shape (``mask``), to a mask on another shape (``wrong_object``), to a target in view
   reported hidden (``missed``), to a mask drawn while the target is hidden (``hidden_shown``). Each adds up
   to 1 - J&F, so it tells which part of the model holds a figure back.
+* ``mostly_hidden_frames``, ``mostly_hidden_drawn`` and ``single_jf_lost_mostly_hidden``: the single runs'
+  frames where the target is in view but under :data:`MOSTLY_HIDDEN_SHARE` of it shows (a shape half out of
+  the frame, or coming out from behind another), the share of them with a mask, and the part of
+  ``1 - single_jf`` that they lose, whatever the cause.
 
 :func:`score_grounding` looks at the grounding alone (BEiT-3 and the mask prior generator; SAM 2 never runs),
 on every phrasing of every target of a clip as training draws them: how often each prior's strongest cell is
@@ -53,6 +57,7 @@ from .referring import (
     matches,
     named_attributes,
     spoken_attributes,
+    visible_shares,
 )
 from .scene import ToyConfig
 
@@ -73,6 +78,8 @@ def jf(prediction: np.ndarray, truth: np.ndarray) -> float:
 LOSS_CAUSES = ("mask", "wrong_object", "missed", "hidden_shown")
 #: A frame's mask is on another object when less than this share of it covers the target.
 ON_TARGET_SHARE = 0.5
+#: A target in view is mostly hidden when less than this share of its area shows (.referring.visible_shares).
+MOSTLY_HIDDEN_SHARE = 0.3
 
 
 def frame_causes(prediction: np.ndarray, truth: np.ndarray) -> list[str]:
@@ -201,6 +208,9 @@ class ToyScores:
     # 1 - single_jf, resp. 1 - multi_jf).
     single_jf_lost: dict[str, float] = field(default_factory=dict)
     multi_jf_lost: dict[str, float] = field(default_factory=dict)
+    mostly_hidden_frames: int = 0
+    mostly_hidden_drawn: float | None = None
+    single_jf_lost_mostly_hidden: float = 0.0
 
     def as_dict(self) -> dict:
         return {name: _rounded(value) for name, value in dataclasses.asdict(self).items()}
@@ -224,6 +234,7 @@ def score_toy_model(
     hidden_by_kind, prior = defaultdict(list), []
     # The hidden frames' "reported absent", by whether a look-alike of the target is in view.
     hidden_by_lookalike: dict[bool, list[bool]] = {True: [], False: []}
+    mostly_hidden_drawn, mostly_hidden_lost = [], []
 
     def count_hidden(clip, expression, object_scores: np.ndarray) -> None:
         absent = hidden_reported_absent(object_scores, clip.target_masks(expression))
@@ -246,6 +257,10 @@ def score_toy_model(
         single.append(float(np.mean(scores)))
         single_lost.append(jf_lost_by_cause(alone.masks, truth, scores))
         single_by_kind[first.kind].append(single[-1])
+        shares = visible_shares(clip, first)
+        mostly_hidden = (shares > 0) & (shares < MOSTLY_HIDDEN_SHARE)
+        mostly_hidden_drawn += alone.masks.any((1, 2))[mostly_hidden].tolist()
+        mostly_hidden_lost.append(float(np.sum(1.0 - scores[mostly_hidden])) / len(truth))
         count_hidden(clip, first, alone.object_scores)
         prior += prior_hits(alone.priors, truth)
         if len(clip.expressions) > 1 and not oracle:
@@ -277,6 +292,9 @@ def score_toy_model(
         hidden_absent_without_lookalike=_mean_or_none(hidden_by_lookalike[False]),
         single_jf_lost=_mean_by_cause(single_lost),
         multi_jf_lost=_mean_by_cause(multi_lost),
+        mostly_hidden_frames=len(mostly_hidden_drawn),
+        mostly_hidden_drawn=_mean_or_none(mostly_hidden_drawn),
+        single_jf_lost_mostly_hidden=float(np.mean(mostly_hidden_lost)),
     )
 
 
