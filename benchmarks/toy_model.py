@@ -1,7 +1,8 @@
 """What a toy model's masks mean, on held-out generated clips: the figures a shipped toy model must reach.
 
     python benchmarks/toy_model.py [CHECKPOINT] [--clips 50] [--first-seed 900000]
-                                   [--oracle-prior | --grounding | --patch-tokens] [--json out.json]
+                                   [--oracle-prior [--oracle-target T] | --grounding | --patch-tokens]
+                                   [--json out.json]
 
 ``CHECKPOINT`` is ``toy`` (the shipped model, the default) or anything :func:`mpgsam2.load_model` reads (a
 training run's ``checkpoint-N`` folder, a folder with ``model.safetensors`` and ``config.json``). The clips
@@ -14,7 +15,8 @@ without a look-alike in view (another shape that the expression's words fit), an
 lost (``single_jf_lost``, ``multi_jf_lost``: a mask's outline, another shape, a target missed, a hidden
 one shown), with the part lost on the frames where under 30 % of the target shows
 (``single_jf_lost_mostly_hidden``, with ``mostly_hidden_frames`` and the share of them drawn). ``--oracle-prior`` gives the single runs the ground truth as their
-prior masks: what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
+prior masks, in the form the prior loss taught the model (``--oracle-target``, by default the checkpoint's
+recorded ``loss.prior_target``): what the rest of the model makes of a perfect grounding. ``--grounding`` prints instead the figures
 of :func:`mpgsam2.datasets.toy.scoring.score_grounding`: where the priors of every phrasing of every target
 point (BEiT-3 and the mask prior generator alone), by kind of expression, target size and the attributes
 named, and for position expressions how often the peak is on a look-alike: which words the model has learned. ``--patch-tokens`` prints instead the figures of
@@ -45,6 +47,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--oracle-prior", action="store_true", help="the ground truth as the prior masks")
+    parser.add_argument(
+        "--oracle-target",
+        default=None,
+        help="the oracle prior's cell target (default: the checkpoint's recorded loss.prior_target)",
+    )
     mode.add_argument("--grounding", action="store_true", help="the priors of every expression, by words")
     mode.add_argument("--patch-tokens", action="store_true", help="what BEiT-3's patch tokens carry")
     parser.add_argument("--json", type=Path, default=None)
@@ -53,6 +60,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from mpgsam2 import VideoPredictor
+    from mpgsam2.checkpoints import resolve_source
+    from mpgsam2.datasets.toy.oracle import recorded_prior_target
+    from mpgsam2.training.losses import PRIOR_TARGETS
+
+    if args.oracle_target not in (None, *PRIOR_TARGETS):
+        parser.error(f"--oracle-target must be one of {sorted(PRIOR_TARGETS)}, not {args.oracle_target!r}.")
     from mpgsam2.datasets.toy.probing import probe_patch_tokens
     from mpgsam2.datasets.toy.scoring import score_grounding, score_toy_model
 
@@ -66,8 +79,10 @@ def main() -> None:
         scores = probe_patch_tokens(predictor, fitted, seeds[len(fitted) :])
         mode = {"patch_tokens": True}
     else:
-        scores = score_toy_model(predictor, seeds, oracle=args.oracle_prior)
-        mode = {"oracle_prior": args.oracle_prior}
+        source = resolve_source(args.checkpoint)
+        target = args.oracle_target or recorded_prior_target(source if source.is_dir() else source.parent)
+        scores = score_toy_model(predictor, seeds, oracle=args.oracle_prior, oracle_target=target)
+        mode = {"oracle_prior": args.oracle_prior, **({"oracle_target": target} if args.oracle_prior else {})}
     result = {
         "checkpoint": str(args.checkpoint),
         "seeds": [args.first_seed, args.first_seed + args.clips - 1],

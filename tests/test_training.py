@@ -670,13 +670,16 @@ def test_shipped_configurations_parse(tmp_path):
     assert toy.clip_grounding.steps > 0 and toy.clip_grounding.num_frames > 1
     # SAM 2 at twice the toy preset's input side, in every stage: no weight's shape depends on it.
     assert toy.model.sam2 == {"image_size": 2 * get_config("toy").sam2.image_size}
-    # The recipe within the hour is the toy recipe with five settings changed, in a folder of its own.
+    # The prior's cells lit from about a fifth covered in the main stage (the grounding stages keep the share).
+    assert toy.loss.prior_target == "sqrt_coverage"
+    # The recipe within the hour is the toy recipe with six settings changed, in a folder of its own.
     hour = load_config(ROOT / "configs" / "toy_hour.json")
     within_the_hour = [
         "grounding.steps=2000",
         "clip_grounding.steps=0",
         "loss.prior=5",
         "loss.prior_per_frame=false",
+        "loss.prior_target=coverage",
         f"model.sam2.image_size={get_config('toy').sam2.image_size}",
         "output_dir=runs/toy_hour",
     ]

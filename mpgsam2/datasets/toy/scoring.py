@@ -42,16 +42,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ...metrics import db_eval_iou, f_measure
 from .generator import generate_toy_clip
+from .oracle import oracle_prior
 from .referring import (
     hidden_lookalikes,
     matches,
@@ -150,36 +148,6 @@ def hidden_reported_absent(object_scores: np.ndarray, truth: np.ndarray) -> list
     return (object_scores[empty] < 0).tolist()
 
 
-#: The logit of a fully covered cell of an oracle prior (sigmoid: 0.9997); an empty cell gets its negative.
-ORACLE_LOGIT = 8.0
-
-
-@contextmanager
-def oracle_prior(model: torch.nn.Module, truth: np.ndarray) -> Iterator[None]:
-    """While open, every prior the model's mask prior generator makes is the ground truth instead.
-
-    Each cell's logit is ``ORACLE_LOGIT * (2 c - 1)``, c the fraction of the cell the target covers (the
-    prior loss's target), so a covered cell is near 1 and an empty one near 0.
-
-    Args:
-        model: an :class:`mpgsam2.MPGSAM2`.
-        truth: (T, H, W) bool masks of the one expression the clip is run with.
-    """
-    masks = torch.from_numpy(np.ascontiguousarray(truth)).float()[:, None]
-
-    def replace(module, inputs, context):
-        grid = context.prior_logits.shape[-2:]
-        fractions = F.interpolate(masks, size=grid, mode="area")[:, 0]
-        logits = (ORACLE_LOGIT * (2 * fractions - 1)).to(context.prior_logits)
-        return dataclasses.replace(context, prior_logits=logits, priors=torch.sigmoid(logits))
-
-    handle = model.mask_prior.register_forward_hook(replace)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 @dataclass(frozen=True)
 class ToyScores:
     """The figures of :func:`score_toy_model` (see the module's docstring)."""
@@ -223,10 +191,15 @@ def _rounded(value):
 
 
 def score_toy_model(
-    predictor, seeds: Iterable[int], config: ToyConfig | None = None, oracle: bool = False
+    predictor,
+    seeds: Iterable[int],
+    config: ToyConfig | None = None,
+    oracle: bool = False,
+    oracle_target: str = "coverage",
 ) -> ToyScores:
     """Run ``predictor`` (a :class:`mpgsam2.VideoPredictor`) on the toy clips of ``seeds`` and score it
-    (``oracle``: with the ground truth as the single runs' priors, see :func:`oracle_prior`)."""
+    (``oracle``: with the ground truth as the single runs' priors, in the form of ``oracle_target``, see
+    :func:`oracle_prior` and :func:`.oracle.recorded_prior_target`)."""
     config = config or ToyConfig()
     single, multi = [], []
     single_lost, multi_lost = [], []
@@ -249,7 +222,7 @@ def score_toy_model(
         first = clip.expressions[0]
         truth = clip.target_masks(first)
         if oracle:
-            with oracle_prior(predictor.model, truth):
+            with oracle_prior(predictor.model, truth, oracle_target):
                 (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
         else:
             (alone,) = predictor.segment(clip.frames, [first.text], logits=False)
