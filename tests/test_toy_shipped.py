@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from mpgsam2 import VideoPredictor
 from mpgsam2.checkpoints import TOY_CHECKPOINT, CheckpointError, resolve_source
@@ -36,7 +35,7 @@ from mpgsam2.datasets.toy.scoring import (
 )
 from mpgsam2.export import load_coco_rle_json, load_palette_zip
 from mpgsam2.training import load_config
-from mpgsam2.training.losses import PRIOR_TARGETS
+from mpgsam2.training.losses import PRIOR_TARGETS, covered_fractions
 from mpgsam2.video_io import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,8 +148,8 @@ def test_the_oracle_prior_takes_the_form_of_each_prior_target(toy_predictor, tmp
             (result,) = toy_predictor.segment(clip.frames, [expression.text], logits=False)
         priors[cell_target] = result.priors
     grid = priors["coverage"].shape[-2:]
-    covered = F.interpolate(torch.from_numpy(truth[:, None].astype(np.float32)), size=grid, mode="area")
-    partly = ((covered > 0.25) & (covered < 0.5))[:, 0].numpy()
+    covered = covered_fractions(torch.from_numpy(truth), grid)
+    partly = ((covered > 0.25) & (covered < 0.5)).numpy()
     assert partly.sum() > 0
     assert (priors["coverage"][partly] < 0.5).all() and (priors["sqrt_coverage"][partly] > 0.5).all()
     assert recorded_prior_target(tmp_path) == "coverage"

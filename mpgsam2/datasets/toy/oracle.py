@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ...training.losses import PRIOR_TARGETS, LossWeights
+from ...training.losses import PRIOR_TARGETS, LossWeights, covered_fractions
 from ...training.run_config import load_config
 
 #: The logit of a fully covered cell of an oracle prior (sigmoid: 0.9997); an empty cell gets its negative.
@@ -36,11 +35,10 @@ def oracle_prior(model: torch.nn.Module, truth: np.ndarray, cell_target: str = "
         cell_target: the prior loss's cell target the model was trained with (``loss.prior_target``, a key of
             :data:`mpgsam2.training.losses.PRIOR_TARGETS`): the perfect prior of that model.
     """
-    masks = torch.from_numpy(np.ascontiguousarray(truth)).float()[:, None]
+    masks = torch.from_numpy(np.ascontiguousarray(truth)).float()
 
     def replace(module, inputs, context):
-        grid = context.prior_logits.shape[-2:]
-        targets = PRIOR_TARGETS[cell_target](F.interpolate(masks, size=grid, mode="area")[:, 0])
+        targets = PRIOR_TARGETS[cell_target](covered_fractions(masks, context.prior_logits.shape[-2:]))
         logits = (ORACLE_LOGIT * (2 * targets - 1)).to(context.prior_logits)
         return dataclasses.replace(context, prior_logits=logits, priors=torch.sigmoid(logits))
 
