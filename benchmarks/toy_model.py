@@ -11,7 +11,8 @@ come from :func:`mpgsam2.datasets.toy.generate_toy_clip` with seeds from ``--fir
 the figures of :func:`mpgsam2.datasets.toy.scoring.score_toy_model`: ``single_jf``, ``multi_jf``,
 ``hidden_absent``, ``prior_on_target`` and the J&F per expression kind of the single runs and of the runs
 with several expressions, with their counts, ``hidden_absent`` per kind and on the hidden frames with and
-without a look-alike in view (another shape that the expression's words fit), and where the J&F below 1 is
+without a look-alike in view (another shape that the expression's words fit) and with a twin in view (one
+that shares every attribute with the target), and where the J&F below 1 is
 lost (``single_jf_lost``, ``multi_jf_lost``: a mask's outline, another shape, a target missed, a hidden
 one shown), with the part lost on the frames where under 30 % of the target shows
 (``single_jf_lost_mostly_hidden``, with ``mostly_hidden_frames`` and the share of them drawn). ``--oracle-prior`` gives the single runs the ground truth as their

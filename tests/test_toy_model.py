@@ -296,6 +296,7 @@ def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_
     assert 0 <= with_lookalike <= figures["hidden_frames"]
     parts = [(with_lookalike, figures["hidden_absent_with_lookalike"])]
     parts.append((figures["hidden_frames"] - with_lookalike, figures["hidden_absent_without_lookalike"]))
+    assert 0 <= figures["hidden_frames_with_twin"] <= with_lookalike
     assert sum(n * share for n, share in parts if n) == pytest.approx(
         figures["hidden_absent"] * figures["hidden_frames"], abs=1e-3 * figures["hidden_frames"]
     )
@@ -313,7 +314,7 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
     from mpgsam2.datasets.toy import referring
     from mpgsam2.datasets.toy import scoring as bench
 
-    kinds = set()
+    kinds, twin_frames = set(), 0
     for seed in range(910_000, 910_012):
         clip = generate_toy_clip(seed, bench.EVERY_PHRASING)
         seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
@@ -334,8 +335,23 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
                 assert flagged[t] == any(fits), (expression, t)
             hidden = ~target_seen
             assert referring.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
+            # Twins: the frames where a shape with every attribute of the target shows, a part of the above.
+            twins = referring.lookalikes_in_view(clip, expression, twins=True)
+
+            def looks(item):
+                return item.size, item.colour, item.shape
+
+            target = looks(clip.objects[expression.object_id - 1])
+            for t, labels in enumerate(clip.labels):
+                shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}
+                same = [looks(clip.objects[k - 1]) == target for k in shown]
+                assert twins[t] == any(same), (expression, t)
+            assert not (twins & ~flagged).any()
+            assert referring.hidden_lookalikes(clip, expression, twins=True) == twins[hidden].tolist()
+            twin_frames += int(twins[hidden].sum())
             kinds.add(expression.kind)
     assert {"attributes", "position", "behind"} <= kinds
+    assert twin_frames > 0
 
 
 def test_the_toy_benchmark_says_where_the_jf_is_lost():

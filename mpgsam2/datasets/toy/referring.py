@@ -208,14 +208,18 @@ def named_attributes(expression: ToyExpression) -> str:
     return "+".join(name for name in ATTRIBUTES if name in spoken) or "none"
 
 
-def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
+def lookalikes_in_view(clip: ToyClip, expression: ToyExpression, twins: bool = False) -> np.ndarray:
     """(T,) bool: the frames where a shape other than the target, one that the expression's own words fit
     (:func:`spoken_attributes`: "the circle on the left" -> any circle), is at least partly in view.
 
     Attribute expressions name their target alone, so they have none; position expressions always have one
-    in the clip, and "goes behind" ones may.
+    in the clip, and "goes behind" ones may. ``twins``: only shapes that share every attribute with the
+    target (its size, colour and kind), which nothing but their paths through the clip tells apart from it.
     """
     words = spoken_attributes(expression)
+    target = clip.objects[expression.object_id - 1]
+    if twins:
+        words = {name: getattr(target, name) for name in ATTRIBUTES}
     seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
     rivals = [
         k
@@ -225,12 +229,12 @@ def lookalikes_in_view(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
     return seen[rivals].any(0) if rivals else np.zeros(seen.shape[1], dtype=bool)
 
 
-def hidden_lookalikes(clip: ToyClip, expression: ToyExpression) -> list[bool]:
-    """Per frame where the expression's target is fully hidden, in order: whether a look-alike is in view
-    (:func:`lookalikes_in_view`)."""
+def hidden_lookalikes(clip: ToyClip, expression: ToyExpression, twins: bool = False) -> list[bool]:
+    """Per frame where the expression's target is fully hidden, in order: whether a look-alike (or with
+    ``twins``, a twin) is in view (:func:`lookalikes_in_view`)."""
     truth = clip.target_masks(expression)
     empty = ~truth.reshape(len(truth), -1).any(-1)
-    return lookalikes_in_view(clip, expression)[empty].tolist()
+    return lookalikes_in_view(clip, expression, twins)[empty].tolist()
 
 
 def visible_shares(clip: ToyClip, expression: ToyExpression) -> np.ndarray:

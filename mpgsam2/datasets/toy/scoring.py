@@ -17,6 +17,8 @@ expression's masks, object scores and priors with the ground truth:
 * ``hidden_absent_with_lookalike`` and ``hidden_absent_without_lookalike``: ``hidden_absent`` on the hidden
   frames where another shape that the expression's own words fit is in view (:func:`.referring.lookalikes_in_view`;
   ``hidden_frames_with_lookalike`` of them) and on the others. One frame cannot tell the two apart.
+  ``hidden_absent_with_twin`` (``hidden_frames_with_twin``): those of them where the look-alike shares every
+  attribute with the target, so that only the two shapes' paths through the clip tell them apart.
 * ``single_jf_lost`` and ``multi_jf_lost``: where the J&F below 1 goes, frame by frame: to the outline of a
   mask on the right shape (``mask``), to a mask on another shape (``wrong_object``), to a target in view
   reported hidden (``missed``), to a mask drawn while the target is hidden (``hidden_shown``). Each adds up
@@ -172,6 +174,9 @@ class ToyScores:
     hidden_frames_with_lookalike: int = 0
     hidden_absent_with_lookalike: float | None = None
     hidden_absent_without_lookalike: float | None = None
+    # Of the frames with a look-alike in view, those where it shares every attribute with the target (a twin).
+    hidden_frames_with_twin: int = 0
+    hidden_absent_with_twin: float | None = None
     # Where the J&F below 1 goes, as the mean over runs of :func:`jf_lost_by_cause` (each adds up to
     # 1 - single_jf, resp. 1 - multi_jf).
     single_jf_lost: dict[str, float] = field(default_factory=dict)
@@ -207,6 +212,7 @@ def score_toy_model(
     hidden_by_kind, prior = defaultdict(list), []
     # The hidden frames' "reported absent", by whether a look-alike of the target is in view.
     hidden_by_lookalike: dict[bool, list[bool]] = {True: [], False: []}
+    hidden_with_twin: list[bool] = []
     mostly_hidden_drawn, mostly_hidden_lost = [], []
 
     def count_hidden(clip, expression, object_scores: np.ndarray) -> None:
@@ -214,6 +220,8 @@ def score_toy_model(
         hidden_by_kind[expression.kind] += absent
         for reported, lookalike in zip(absent, hidden_lookalikes(clip, expression), strict=True):
             hidden_by_lookalike[lookalike].append(reported)
+        twins = hidden_lookalikes(clip, expression, twins=True)
+        hidden_with_twin.extend(reported for reported, twin in zip(absent, twins, strict=True) if twin)
 
     count = 0
     for seed in seeds:
@@ -263,6 +271,8 @@ def score_toy_model(
         hidden_frames_with_lookalike=len(hidden_by_lookalike[True]),
         hidden_absent_with_lookalike=_mean_or_none(hidden_by_lookalike[True]),
         hidden_absent_without_lookalike=_mean_or_none(hidden_by_lookalike[False]),
+        hidden_frames_with_twin=len(hidden_with_twin),
+        hidden_absent_with_twin=_mean_or_none(hidden_with_twin),
         single_jf_lost=_mean_by_cause(single_lost),
         multi_jf_lost=_mean_by_cause(multi_lost),
         mostly_hidden_frames=len(mostly_hidden_drawn),
