@@ -24,7 +24,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from mpgsam2.checkpoints import load_model, resolve_source
-from mpgsam2.training import MAIN_LOG, read_log
+from mpgsam2.training import MAIN_LOG, read_log, resumed_curve
 from mpgsam2.training.categories import CATEGORIES_LOG
 from mpgsam2.training.grounding import CLIP_GROUNDING_LOG, GROUNDING_LOG
 
@@ -38,8 +38,9 @@ WEIGHTS = "model.safetensors"
 
 
 def write_curve(log: Path, csv_path: Path, last_step: int | None) -> list[dict]:
-    """A run's JSON-lines log as CSV (rows up to ``last_step``); returns the rows."""
-    rows = [row for row in read_log(log) if last_step is None or row["step"] <= last_step]
+    """A run's JSON-lines log as CSV (rows up to ``last_step``, those of the last attempt where the run was
+    resumed); returns the rows."""
+    rows = [row for row in resumed_curve(read_log(log)) if last_step is None or row["step"] <= last_step]
     columns = [c for c in ("step", "epoch", "lr", "s_per_step") if c in rows[0]]
     columns += sorted(k for k in rows[0] if k.startswith("loss") or k.endswith("accuracy"))
     with csv_path.open("w", newline="") as handle:

@@ -51,6 +51,7 @@ from mpgsam2.training import (
     prepare_for_training,
     pretrain_grounding,
     read_log,
+    resumed_curve,
     set_dropout,
     train,
     video_forward,
@@ -454,6 +455,16 @@ def test_train_saves_resumes_exactly_and_the_checkpoint_segments(data_root, tmp_
     # Resuming a finished run does nothing more; "auto" finds the last checkpoint.
     again = train(dataclasses.replace(straight, eval_data=None), resume="auto")
     assert again["steps"] == 3 and again["history"] == []
+
+    # Resumed in its own folder from an earlier checkpoint, a run logs the steps after it again; its curve
+    # keeps the resumed attempt's records, each step once, as the exported CSV shows them.
+    longer = dataclasses.replace(smoke_config(tmp_path / "a", data_root, max_steps=4), eval_data=None)
+    train(longer, resume=str(tmp_path / "a" / "checkpoint-2"))
+    records = read_log(tmp_path / "a" / "log.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 3, 4]
+    curve = resumed_curve(records)
+    assert [r["step"] for r in curve] == [1, 2, 3, 4]
+    assert curve[2] is records[3] and curve[:2] == records[:2]
 
 
 def test_the_grounding_stage_trains_only_what_grounds_and_lowers_the_prior_loss(

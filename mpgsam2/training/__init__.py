@@ -24,7 +24,8 @@
   and the mask prior generator alone on the prior loss, many clips a step (:class:`GroundingSpec`); run
   twice when ``clip_grounding`` asks for a second pass on clips of several frames.
 * :func:`evaluate_model` - segments an annotated split and writes J, F and J&F per video and overall.
-* :func:`read_log` - a run's curves: the records of ``log.jsonl`` (:data:`MAIN_LOG`) or of a stage's log.
+* :func:`read_log` - a run's curves: the records of ``log.jsonl`` (:data:`MAIN_LOG`) or of a stage's log;
+  :func:`resumed_curve` keeps those of the last attempt where a resumed run logged steps twice.
 
 Several processes use ``torch.distributed`` with ``DistributedDataParallel`` (NCCL on GPUs, gloo on CPUs);
 ``torchrun`` provides the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...).
@@ -67,7 +68,7 @@ from .optim import (
 from .prepare import enable_gradient_checkpointing, freeze_image_encoder, prepare_for_training, set_dropout
 from .resume import last_checkpoint, save_checkpoint
 from .run_config import ModelSpec, OptimSpec, ScheduleSpec, TrainConfig, apply_overrides, load_config
-from .stage_log import MAIN_LOG, read_log
+from .stage_log import MAIN_LOG, read_log, resumed_curve
 
 __all__ = [
     "CategoriesForward",
@@ -107,6 +108,7 @@ __all__ = [
     "main",
     "MAIN_LOG",
     "read_log",
+    "resumed_curve",
     "parameter_groups",
     "prepare_for_training",
     "label_stage_frames",

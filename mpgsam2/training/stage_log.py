@@ -29,6 +29,18 @@ def read_log(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def resumed_curve(records: list[dict]) -> list[dict]:
+    """The records that the run's last weights come from. A run stopped and resumed from a checkpoint logs
+    again the steps after it, so the log holds both attempts there; where a record's step is not past the one
+    before it, the earlier attempt's records from that step on are dropped."""
+    kept: list[dict] = []
+    for record in records:
+        while kept and kept[-1]["step"] >= record["step"]:
+            kept.pop()
+        kept.append(record)
+    return kept
+
+
 class StageLog:
     """Collects each step's terms; at step 1, every ``every`` steps and the last, logs their means over the
     processes and (main process) appends ``{"step", terms..., "lr", "s_per_step"}`` to ``path``."""
