@@ -314,6 +314,9 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
     from mpgsam2.datasets.toy import referring
     from mpgsam2.datasets.toy import scoring as bench
 
+    def looks(item):
+        return item.size, item.colour, item.shape
+
     kinds, twin_frames = set(), 0
     for seed in range(910_000, 910_012):
         clip = generate_toy_clip(seed, bench.EVERY_PHRASING)
@@ -337,10 +340,6 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
             assert referring.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
             # Twins: the frames where a shape with every attribute of the target shows, a part of the above.
             twins = referring.lookalikes_in_view(clip, expression, twins=True)
-
-            def looks(item):
-                return item.size, item.colour, item.shape
-
             target = looks(clip.objects[expression.object_id - 1])
             for t, labels in enumerate(clip.labels):
                 shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}

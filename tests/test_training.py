@@ -457,7 +457,7 @@ def test_train_saves_resumes_exactly_and_the_checkpoint_segments(data_root, tmp_
     assert again["steps"] == 3 and again["history"] == []
 
     # Resumed in its own folder from an earlier checkpoint, a run logs the steps after it again; its curve
-    # keeps the resumed attempt's records, each step once, as the exported CSV shows them.
+    # (what export_toy_model.py writes as CSV) keeps the resumed attempt's records, each step once.
     longer = dataclasses.replace(smoke_config(tmp_path / "a", data_root, max_steps=4), eval_data=None)
     train(longer, resume=str(tmp_path / "a" / "checkpoint-2"))
     records = read_log(tmp_path / "a" / "log.jsonl")

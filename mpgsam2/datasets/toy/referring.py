@@ -217,8 +217,8 @@ def lookalikes_in_view(clip: ToyClip, expression: ToyExpression, twins: bool = F
     target (its size, colour and kind), which nothing but their paths through the clip tells apart from it.
     """
     words = spoken_attributes(expression)
-    target = clip.objects[expression.object_id - 1]
     if twins:
+        target = clip.objects[expression.object_id - 1]
         words = {name: getattr(target, name) for name in ATTRIBUTES}
     seen = clip.masks.reshape(*clip.masks.shape[:2], -1).any(-1)  # (K, T)
     rivals = [
