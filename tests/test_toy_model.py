@@ -330,22 +330,20 @@ def test_the_toy_benchmark_knows_which_hidden_frames_one_frame_cannot_tell():
             if expression.kind == "position":
                 assert (flagged & target_seen).any(), expression
             # The frames flagged are those where a shape other than the target, with the words' attributes,
-            # shows on the label map.
+            # shows on the label map; the twins' frames, those where one with every attribute of the target
+            # shows (a part of the above).
             words = referring.spoken_attributes(expression)
-            for t, labels in enumerate(clip.labels):
-                shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}
-                fits = [all(getattr(clip.objects[k - 1], a) == v for a, v in words.items()) for k in shown]
-                assert flagged[t] == any(fits), (expression, t)
-            hidden = ~target_seen
-            assert referring.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
-            # Twins: the frames where a shape with every attribute of the target shows, a part of the above.
             twins = referring.lookalikes_in_view(clip, expression, twins=True)
             target = looks(clip.objects[expression.object_id - 1])
             for t, labels in enumerate(clip.labels):
                 shown = {int(k) for k in np.unique(labels)} - {0, expression.object_id}
+                fits = [all(getattr(clip.objects[k - 1], a) == v for a, v in words.items()) for k in shown]
+                assert flagged[t] == any(fits), (expression, t)
                 same = [looks(clip.objects[k - 1]) == target for k in shown]
                 assert twins[t] == any(same), (expression, t)
             assert not (twins & ~flagged).any()
+            hidden = ~target_seen
+            assert referring.hidden_lookalikes(clip, expression) == flagged[hidden].tolist()
             assert referring.hidden_lookalikes(clip, expression, twins=True) == twins[hidden].tolist()
             twin_frames += int(twins[hidden].sum())
             kinds.add(expression.kind)
