@@ -571,6 +571,26 @@ def test_the_grounding_stage_can_take_the_prior_loss_frame_by_frame(data_root, t
     assert logged[True] != pytest.approx(logged[False], rel=1e-3)
 
 
+def test_the_grounding_stage_takes_its_own_prior_cell_target(data_root, train_tokenizer):
+    model = fresh_model()
+    dataset = two_frame_clips(data_root, model, train_tokenizer)
+    clips = [dataset[i] for i in range(2)]
+    with torch.no_grad():
+        plain = GroundingForward(model)(clips, 1.0)
+        rooted = GroundingForward(model, prior_target="sqrt_coverage")(clips, 1.0)
+        expected = plain["loss_prior"].new_zeros(())
+        for clip in clips:
+            context = model.mask_prior(model.multimodal_encoder(*encoder_batch([clip])))
+            expected = expected + prior_loss(
+                context.prior_logits, clip.masks, 1.0, cell_target="sqrt_coverage"
+            )
+    torch.testing.assert_close(rooted["loss_prior"], expected, rtol=1e-4, atol=1e-5)
+    # Partly covered cells exist on these clips, so the square root changes the targets and the loss.
+    assert not torch.allclose(rooted["loss_prior"], plain["loss_prior"])
+    with pytest.raises(ValueError, match="grounding.prior_target"):
+        GroundingSpec(prior_target="square")
+
+
 @pytest.mark.slow
 def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, tmp_path):
     config = smoke_config(tmp_path / "run", data_root, max_steps=2, save_every_steps=1)

@@ -31,7 +31,7 @@ from .distributed import (
 )
 from .forward import forward_backward
 from .kept_heads import KeptHead
-from .losses import prior_cell_choice_loss, prior_loss
+from .losses import PRIOR_TARGETS, prior_cell_choice_loss, prior_loss
 from .optim import learning_rate_factor, set_learning_rates
 from .stage_log import StageLog
 
@@ -69,8 +69,15 @@ class GroundingSpec:
     # :func:`mpgsam2.training.losses.prior_loss`): with clips of several frames, a frame where the target is
     # hidden is then taught an empty prior as firmly as in a clip of its own.
     prior_per_frame: bool = False
+    # Each prior cell's target as a function of the share of it that the target covers, a key of
+    # :data:`mpgsam2.training.losses.PRIOR_TARGETS` (as ``loss.prior_target`` in the main loop).
+    prior_target: str = "coverage"
 
     def __post_init__(self) -> None:
+        if self.prior_target not in PRIOR_TARGETS:
+            raise ValueError(
+                f"grounding.prior_target must be one of {sorted(PRIOR_TARGETS)}, not {self.prior_target!r}."
+            )
         weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
         if min(weights) < 0 or self.batch_size < 1:
             raise ValueError(
@@ -86,12 +93,19 @@ class GroundingForward(nn.Module):
     Holds the two trained parts only, so that ``DistributedDataParallel`` synchronises nothing else.
     """
 
-    def __init__(self, model: MPGSAM2, cell_choice: float = 0.0, prior_per_frame: bool = False):
+    def __init__(
+        self,
+        model: MPGSAM2,
+        cell_choice: float = 0.0,
+        prior_per_frame: bool = False,
+        prior_target: str = "coverage",
+    ):
         super().__init__()
         self.multimodal_encoder = model.multimodal_encoder
         self.mask_prior = model.mask_prior
         self.cell_choice = cell_choice
         self.prior_per_frame = prior_per_frame
+        self.prior_target = prior_target
 
     def forward(self, clips: Sequence[TrainingClip], num_boxes: float) -> dict[str, torch.Tensor]:
         """clips: on the model's device. Returns ``{"loss", "loss_prior"}``, and ``"loss_cell_choice"`` (before
@@ -110,7 +124,11 @@ class GroundingForward(nn.Module):
                 hidden=encoded.hidden[rows],
             )
             context = self.mask_prior(own)
-            prior.append(prior_loss(context.prior_logits, clip.masks, num_boxes, self.prior_per_frame))
+            prior.append(
+                prior_loss(
+                    context.prior_logits, clip.masks, num_boxes, self.prior_per_frame, self.prior_target
+                )
+            )
             if self.cell_choice:
                 choice.append(prior_cell_choice_loss(context.prior_logits, clip.masks, num_boxes))
         loss_prior = torch.stack(prior).sum()
@@ -200,7 +218,7 @@ def pretrain_grounding(
     fused = context.device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(parameters, lr=spec.lr, weight_decay=weight_decay, fused=fused or None)
     # Only the prior's path is used: the sparse prompt, the mask embeddings and the text projection are not.
-    forward = GroundingForward(model, spec.cell_choice, spec.prior_per_frame)
+    forward = GroundingForward(model, spec.cell_choice, spec.prior_per_frame, spec.prior_target)
     if spec.categories:
         forward = kept.around(forward, spec.categories)
     module = wrap_distributed(forward, context, find_unused_parameters=True)
