@@ -591,6 +591,19 @@ def test_the_grounding_stage_takes_its_own_prior_cell_target(data_root, train_to
         GroundingSpec(prior_target="square")
 
 
+def test_the_grounding_stage_passes_its_prior_cell_target_to_its_loss(data_root, train_tokenizer, tmp_path):
+    dataset = two_frame_clips(data_root, fresh_model(), train_tokenizer)
+    logged = {}
+    for target in ("coverage", "sqrt_coverage"):
+        folder = tmp_path / target
+        folder.mkdir()
+        stage = GroundingSpec(steps=1, batch_size=2, prior_target=target)
+        pretrain_grounding(fresh_model(), stage, dataset, DistributedContext(), folder, log_every=1)
+        logged[target] = read_log(folder / "grounding_log.jsonl")[0]["loss_prior"]
+    # The same weights and first batch: only the cells' targets differ.
+    assert logged["sqrt_coverage"] != pytest.approx(logged["coverage"], rel=1e-3)
+
+
 @pytest.mark.slow
 def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, tmp_path):
     config = smoke_config(tmp_path / "run", data_root, max_steps=2, save_every_steps=1)
