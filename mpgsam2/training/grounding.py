@@ -31,7 +31,7 @@ from .distributed import (
 )
 from .forward import forward_backward
 from .kept_heads import KeptHead
-from .losses import PRIOR_TARGETS, prior_cell_choice_loss, prior_loss
+from .losses import check_prior_target, prior_cell_choice_loss, prior_loss
 from .optim import learning_rate_factor, set_learning_rates
 from .stage_log import StageLog
 
@@ -74,10 +74,7 @@ class GroundingSpec:
     prior_target: str = "coverage"
 
     def __post_init__(self) -> None:
-        if self.prior_target not in PRIOR_TARGETS:
-            raise ValueError(
-                f"grounding.prior_target must be one of {sorted(PRIOR_TARGETS)}, not {self.prior_target!r}."
-            )
+        check_prior_target(self.prior_target, "grounding.prior_target")
         weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
         if min(weights) < 0 or self.batch_size < 1:
             raise ValueError(

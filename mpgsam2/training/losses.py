@@ -40,6 +40,12 @@ import torch.nn.functional as F
 PRIOR_TARGETS = {"coverage": lambda fraction: fraction, "sqrt_coverage": torch.sqrt}
 
 
+def check_prior_target(value: str, setting: str) -> None:
+    """Refuses a prior cell target that is not a key of :data:`PRIOR_TARGETS`, naming the setting."""
+    if value not in PRIOR_TARGETS:
+        raise ValueError(f"{setting} must be one of {sorted(PRIOR_TARGETS)}, not {value!r}.")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the three terms (the official ``--mask_loss_coef``, ``--dice_loss_coef``, ``--sim_loss_coef``)."""
@@ -66,10 +72,7 @@ class LossWeights:
     categories: float = 0.0
 
     def __post_init__(self):
-        if self.prior_target not in PRIOR_TARGETS:
-            raise ValueError(
-                f"loss.prior_target must be one of {sorted(PRIOR_TARGETS)}, not {self.prior_target!r}."
-            )
+        check_prior_target(self.prior_target, "loss.prior_target")
 
 
 #: The official weights.
