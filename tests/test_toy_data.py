@@ -31,7 +31,7 @@ from mpgsam2.datasets.toy import (
     video_name,
     write_toy_dataset,
 )
-from mpgsam2.datasets.toy.referring import visible_shares
+from mpgsam2.datasets.toy.referring import lookalikes_in_view, matches, spoken_attributes, visible_shares
 
 SEEDS = range(40)
 # Training's setting in configs/toy.json: several phrasings of each target.
@@ -279,6 +279,49 @@ def test_the_layout_reads_as_ref_youtube_vos(tmp_path):
             assert np.array_equal(item.ground_truth(exp_id), clip.target_masks(target))
     raw = dataset.raw_item(0)
     assert raw.frames.shape[0] == 3 and raw.visible.any()
+
+
+def test_the_writer_lists_the_hidden_look_alike_frames_and_the_reader_anchors_clips_on_them(tmp_path):
+    config = ToyConfig(max_expressions=4, expressions_per_object=4)
+    root = write_toy_dataset(tmp_path / "toy", "train", num_videos=12, seed=0, config=config)
+    dataset = RefYouTubeVOS(root, "train", num_frames=3)
+    listed = 0
+    for item in dataset.iter_eval_videos():
+        clip = generate_toy_clip(int(item.video[3:]), config)
+        for exp_id, entry in item.expressions.items():
+            expression = clip.expressions[int(exp_id)]
+            truth = clip.target_masks(expression)
+            frames = [int(name) for name in entry["hidden_lookalike_frames"]]
+            listed += len(frames)
+            # Each listed frame hides the target and shows another shape that the words fit; none is left out.
+            expected = ~truth.any(axis=(1, 2)) & lookalikes_in_view(clip, expression)
+            assert frames == np.flatnonzero(expected).tolist()
+            words = spoken_attributes(expression)
+            for t in frames:
+                others = [k for k, o in enumerate(clip.objects) if o.object_id != expression.object_id]
+                assert any(matches(clip.objects[k], words) and clip.masks[k, t].any() for k in others)
+    assert listed > 0
+    anchored = dataset.anchored_on_lookalikes()
+    assert len(anchored) == listed and len(dataset) == len(RefYouTubeVOS(root, "train", num_frames=3))
+    checked = 0
+    for index in range(len(anchored)):
+        video, exp_id, anchor = anchored.items[index]
+        raw = anchored.raw_item(index)
+        if raw.source != f"ytvos:{video}/{exp_id}":
+            continue  # the rare clip that never shows its target, replaced by another item
+        # Every clip holds its anchor, a frame where the target is hidden, and frames where it shows.
+        assert anchor in raw.frame_indices and raw.visible.any()
+        assert not raw.visible[raw.frame_indices.index(anchor)]
+        checked += 1
+    assert checked >= 0.8 * len(anchored)
+    # A split that lists no such frame (written by another tool) has no anchored view.
+    meta = toy_meta_path(root, "train")
+    written = json.loads(meta.read_text())
+    for entry in written["videos"].values():
+        for expression in entry["expressions"].values():
+            del expression["hidden_lookalike_frames"]
+    meta.write_text(json.dumps(written))
+    assert RefYouTubeVOS(root, "train", num_frames=3).anchored_on_lookalikes() is None
 
 
 def test_a_dataset_spec_writes_the_toy_data_once_and_refuses_other_options(tmp_path):

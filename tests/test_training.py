@@ -29,6 +29,7 @@ from mpgsam2.datasets import (
     write_synthetic_refcoco,
     write_synthetic_videos,
 )
+from mpgsam2.datasets.registry import prepare_generated
 from mpgsam2.datasets.toy import toy_meta_path, video_name
 from mpgsam2.modeling.config import AggregatorConfig, MaskPriorConfig
 from mpgsam2.modeling.sam2_adapter import decode_masks
@@ -602,6 +603,48 @@ def test_the_grounding_stage_passes_its_prior_cell_target_to_its_loss(data_root,
         logged[target] = read_log(folder / "grounding_log.jsonl")[0]["loss_prior"]
     # The same weights and first batch: only the cells' targets differ.
     assert logged["sqrt_coverage"] != pytest.approx(logged["coverage"], rel=1e-3)
+
+
+def test_the_grounding_stage_can_anchor_a_share_of_its_clips_on_hidden_look_alike_frames(
+    data_root, train_tokenizer, tmp_path, monkeypatch
+):
+    model = fresh_model()
+    transform = ClipTransform(model.config, train_tokenizer)
+    toy = {"num_videos": 10, "seed": 0, "max_expressions": 4, "expressions_per_object": 4}
+    spec = DatasetSpec(format="ytvos", root=str(tmp_path / "toy"), num_frames=3, toy=toy)
+    prepare_generated(spec)
+    dataset = build_training_set([spec], transform, False, 0)
+    meta = json.loads(toy_meta_path(tmp_path / "toy", "train").read_text())["videos"]
+    listed = {
+        f"ytvos:{video}/{exp_id}"
+        for video, entry in meta.items()
+        for exp_id, expression in entry["expressions"].items()
+        if expression["hidden_lookalike_frames"]
+    }
+    batches: list[list] = []
+    real_forward = GroundingForward.forward
+
+    def forward(self, clips, num_boxes):
+        batches.append([(clip.source, clip.visible.tolist()) for clip in clips])
+        return real_forward(self, clips, num_boxes)
+
+    monkeypatch.setattr(GroundingForward, "forward", forward)
+    stage = GroundingSpec(steps=6, batch_size=4, lookalike_share=0.5, prior_per_frame=True)
+    losses = pretrain_grounding(model, stage, dataset, DistributedContext(), tmp_path, log_every=1)
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert [len(batch) for batch in batches] == [4] * 6
+    anchored = [clip for batch in batches for clip in batch[2:]]
+    # The last two clips of each batch are drawn from the anchored items: each hides its target on a frame.
+    assert sum(source in listed and not all(visible) for source, visible in anchored) >= 0.8 * len(anchored)
+    drawn = [clip for batch in batches for clip in batch[:2]]
+    assert sum(source in listed for source, _ in drawn) < len(drawn)  # the rest as usual
+    # Data that lists no such frame is refused with what to change; so is a share that leaves no clip of a kind.
+    plain = build_training_set([DatasetSpec(format="ytvos", root=str(data_root / "ytvos"), num_frames=2)],
+                               transform, False, 0)  # fmt: skip
+    with pytest.raises(ValueError, match="look-alike in view.*delete it"):
+        pretrain_grounding(model, stage, plain, DistributedContext(), tmp_path / "plain")
+    with pytest.raises(ValueError, match="lookalike_share"):
+        GroundingSpec(steps=1, batch_size=2, lookalike_share=0.9)
 
 
 @pytest.mark.slow

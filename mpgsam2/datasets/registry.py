@@ -139,6 +139,16 @@ class TrainingSet(ConcatDataset):
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
 
+    def anchored_on_lookalikes(self) -> TrainingSet | None:
+        """The items of its video datasets anchored on the frames where the target is hidden with a look-alike
+        in view (:meth:`ReferringVideoDataset.anchored_on_lookalikes`), or None when no dataset records one."""
+        views = [
+            d.anchored_on_lookalikes() if isinstance(d, ReferringVideoDataset) else None
+            for d in self.datasets
+        ]
+        views = [view for view in views if view is not None]
+        return TrainingSet(views) if views else None
+
 
 def build_training_set(
     specs: list[DatasetSpec], transform: Callable[[RawClip], object] | None, augment: bool, seed: int

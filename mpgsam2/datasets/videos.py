@@ -8,6 +8,7 @@ item, as in the official datasets.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: Draws of another item before giving up on a dataset without a visible target.
 MAX_RESAMPLES = 100
+#: An expression's optional list in ``meta_expressions.json`` (the toy writer's): the names of the frames where
+#: its target is fully hidden while another object that its words fit is in view.
+HIDDEN_LOOKALIKE_FRAMES = "hidden_lookalike_frames"
 
 
 def training_text(text: str, lowercase: bool) -> str:
@@ -88,6 +92,23 @@ class ReferringVideoDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def anchored_on_lookalikes(self) -> ReferringVideoDataset | None:
+        """A view of this dataset (the same files, transform and draws) whose items are anchored on the frames
+        where the target is hidden with a look-alike in view (:data:`HIDDEN_LOOKALIKE_FRAMES`), one item per
+        such frame, so that every clip holds one; None when the split records no such frame."""
+        items = []
+        for video, entry in self.meta.items():
+            position = {name: index for index, name in enumerate(self.frames[video])}
+            for exp_id, expression in sorted(entry["expressions"].items(), key=lambda e: (len(e[0]), e[0])):
+                items += [
+                    (video, exp_id, position[name]) for name in expression.get(HIDDEN_LOOKALIKE_FRAMES, ())
+                ]
+        if not items:
+            return None
+        view = copy.copy(self)
+        view.items = items
+        return view
 
     def set_epoch(self, epoch: int) -> None:
         """Changes the random draws of every item (call before each epoch)."""

@@ -10,8 +10,9 @@ recipe needs no such stage (it starts from pre-trained BEiT-3 and EVF-SAM weight
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
+from ..datasets.videos import HIDDEN_LOOKALIKE_FRAMES
 from ..modeling.beit3 import BEiT3Output
 from ..modeling.model import MPGSAM2
 from .distributed import (
@@ -72,9 +74,24 @@ class GroundingSpec:
     # Each prior cell's target as a function of the share of it that the target covers, a key of
     # :data:`mpgsam2.training.losses.PRIOR_TARGETS` (as ``loss.prior_target`` in the main loop).
     prior_target: str = "coverage"
+    # The share of each batch's clips anchored on a frame where the target is hidden while a look-alike is in
+    # view (:meth:`mpgsam2.datasets.registry.TrainingSet.anchored_on_lookalikes`; the toy writer records those
+    # frames), the rest drawn as usual. Few clips show one, and only the other frames of the clip tell it
+    # apart from a frame that shows the target: drawn this often, the prior learns to stay empty there.
+    lookalike_share: float = 0.0
+
+    @property
+    def lookalike_clips(self) -> int:
+        """Clips per process and step anchored on a hidden target's look-alike frame."""
+        return round(self.batch_size * self.lookalike_share)
 
     def __post_init__(self) -> None:
         check_prior_target(self.prior_target, "grounding.prior_target")
+        if self.lookalike_share and not 1 <= self.lookalike_clips < self.batch_size:
+            raise ValueError(
+                f"grounding.lookalike_share {self.lookalike_share} of {self.batch_size} clips a step gives "
+                f"{self.lookalike_clips}; choose a share that leaves at least one clip of each kind."
+            )
         weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
         if min(weights) < 0 or self.batch_size < 1:
             raise ValueError(
@@ -163,6 +180,25 @@ def encoder_batch(clips: Sequence[TrainingClip]) -> tuple[torch.Tensor, torch.Te
     return images, torch.cat(ids), text_padding if bool(text_padding.any()) else None
 
 
+def endless_batches(
+    dataset: TrainingSet, batch_size: int, context: DistributedContext, seed: int, num_workers: int = 0
+) -> Iterator[list[TrainingClip]]:
+    """Batches of ``dataset`` (this process's share of each epoch's order), epoch after epoch."""
+    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_clips,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    for epoch in itertools.count():
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        yield from loader
+
+
 def grounding_parameters(model: MPGSAM2) -> list[nn.Parameter]:
     """The trainable parameters of BEiT-3 and the mask prior generator."""
     modules = (model.multimodal_encoder, model.mask_prior)
@@ -201,12 +237,22 @@ def pretrain_grounding(
     sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
     loader = DataLoader(
         dataset,
-        batch_size=spec.batch_size,
+        batch_size=spec.batch_size - spec.lookalike_clips,
         sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(seed),
     )
+    lookalikes = None
+    if spec.lookalike_clips:
+        anchored = dataset.anchored_on_lookalikes() if isinstance(dataset, TrainingSet) else None
+        if anchored is None:
+            raise ValueError(
+                "grounding.lookalike_share needs training data that lists the frames where each target is "
+                f"hidden with a look-alike in view (the toy writer's {HIDDEN_LOOKALIKE_FRAMES!r}); a toy split "
+                "written by an older version lacks them: delete it to have it written again."
+            )
+        lookalikes = endless_batches(anchored, spec.lookalike_clips, context, seed + 1, num_workers)
     if spec.categories and kept is None:
         raise ValueError("grounding.categories needs the categories stage's head (categories.steps > 0).")
     parameters = grounding_parameters(model)
@@ -221,10 +267,11 @@ def pretrain_grounding(
     module = wrap_distributed(forward, context, find_unused_parameters=True)
     stage = log_name.removesuffix("_log.jsonl").replace("_", " ")
     logger.info(
-        "Pre-training (%s): %d steps of %d clip(s) per process, %.2f M parameters",
+        "Pre-training (%s): %d steps of %d clip(s) per process (%d on a look-alike frame), %.2f M parameters",
         stage,
         spec.steps,
         spec.batch_size,
+        spec.lookalike_clips,
         sum(p.numel() for p in parameters) / 1e6,
     )
     losses: list[float] = []
@@ -236,6 +283,8 @@ def pretrain_grounding(
         for clips in loader:
             set_learning_rates(optimizer, learning_rate_factor(step, spec.warmup_steps, "cosine", spec.steps))
             optimizer.zero_grad(set_to_none=True)
+            if lookalikes is not None:
+                clips = [*clips, *next(lookalikes)]
             terms = forward_backward(module, clips, context.device)
             loss = float(terms["loss"])
             if clip_max_norm > 0:

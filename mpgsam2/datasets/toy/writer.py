@@ -3,7 +3,8 @@
     <root>/<split>/JPEGImages/<video>/<frame>.jpg
     <root>/<split>/Annotations/<video>/<frame>.png        palette PNG, pixel value = object id (0 = none)
     <root>/<split>/meta.json                              each object's category (its kind of shape)
-    <root>/meta_expressions/<split>/meta_expressions.json
+    <root>/meta_expressions/<split>/meta_expressions.json   each expression's text and target, and the frames
+                                                          where it is hidden with a look-alike in view
 
 Video ``toy<seed>`` holds the clip of that seed. The meta file is written last, so a split that has one is
 complete; it also records what wrote the split (``"toy"``: seeds, count, JPEG quality and the
@@ -23,7 +24,9 @@ from PIL import Image
 
 from ...export import DAVIS_PALETTE
 from ..object_categories import object_meta_path
+from ..videos import HIDDEN_LOOKALIKE_FRAMES
 from .generator import generate_toy_clip
+from .referring import lookalikes_in_view
 from .scene import ToyConfig
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,15 @@ def with_new_defaults(record: dict | None) -> dict | None:
     except (TypeError, ValueError):
         return record  # an option this version does not know: not the same generator
     return {**record, "config": config_record(config)}
+
+
+def hidden_lookalike_frames(clip, expression, frame_names: list[str]) -> list[str]:
+    """The frames where the expression's target is fully hidden while a look-alike (another shape that its
+    words fit) is in view: what only the rest of the clip tells apart from a frame that shows the target."""
+    truth = clip.target_masks(expression)
+    hidden = ~truth.reshape(len(truth), -1).any(-1)
+    chosen = hidden & lookalikes_in_view(clip, expression)
+    return [name for name, hard in zip(frame_names, chosen) if hard]
 
 
 def object_entry(clip, frame_names: list[str]) -> dict:
@@ -151,7 +163,12 @@ def write_toy_dataset(
         videos[video] = {
             "frames": names,
             "expressions": {
-                str(i): {"exp": e.text, "obj_id": str(e.object_id), "kind": e.kind}
+                str(i): {
+                    "exp": e.text,
+                    "obj_id": str(e.object_id),
+                    "kind": e.kind,
+                    HIDDEN_LOOKALIKE_FRAMES: hidden_lookalike_frames(clip, e, names),
+                }
                 for i, e in enumerate(clip.expressions)
             },
         }
