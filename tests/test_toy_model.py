@@ -237,6 +237,43 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert "loss_cell_choice" in curves["clip_grounding"][0].split(",")  # configs/toy.json's cell choice
     assert len(curves["grounding"]) == len(curves["clip_grounding"]) == 3 and len(curves["training"]) == 4
 
+    # configs/toy_lookalike.json goes on from that run: its clip stage alone, half of each step's windows
+    # anchored on a frame where the target hides while a look-alike shows; SAM 2 is left as it was.
+    then = tmp_path / "lookalike"
+    overrides = [
+        f"output_dir={then}",
+        f"model.init={tmp_path / 'checkpoint-3'}",
+        f"data.train.0.root={tmp_path / 'data'}",
+        "data.train.0.toy.num_videos=2",
+        "data.train.0.num_frames=3",
+        "data.eval.toy.num_videos=1",
+        "data.eval.toy.num_frames=6",
+        "data.eval.toy.max_expressions=2",
+        "clip_grounding.steps=2",
+        "clip_grounding.num_frames=3",
+        "train.log_every=1",
+    ]
+    second = load_config(ROOT / "configs" / "toy_lookalike.json", overrides)
+    assert second.clip_grounding.lookalike_clips > 0 and second.schedule.max_steps == 0
+    assert train(second)["steps"] == 0
+    assert [entry["step"] for entry in read_log(then / "clip_grounding_log.jsonl")] == [1, 2]
+    went_on = load_model(then / "checkpoint-stages", device="cpu").state_dict()
+    before = loaded.state_dict()
+    changed = {name for name, value in went_on.items() if not torch.equal(value, before[name])}
+    assert changed and all(name.startswith(("multimodal_encoder.", "mask_prior.")) for name in changed)
+    subprocess.run([sys.executable, str(script), "--then", str(then), "--output", str(out)], check=True)
+    exported = load_model(out, device="cpu").state_dict()
+    for name, value in went_on.items():
+        torch.testing.assert_close(
+            exported[name], value.half().float() if value.is_floating_point() else value
+        )
+    # The first run's files stay; the second run's sit beside them.
+    assert load_config(out / "train_config.json", [f"output_dir={tmp_path}"]) == config
+    recorded = load_config(out / "lookalike_train_config.json")
+    assert recorded.output_dir == load_config(ROOT / "configs" / "toy_lookalike.json").output_dir
+    assert load_config(out / "lookalike_train_config.json", [f"output_dir={then}"]) == second
+    assert len((out / "lookalike_clip_grounding_log.csv").read_text().splitlines()) == 3
+
 
 def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_path):
     """benchmarks/toy_model.py end to end on the (untrained) toy preset, and its scores on known answers."""

@@ -737,6 +737,10 @@ def test_evaluation_writes_j_f_per_video_and_overall(data_root, tmp_path, train_
 # --- configuration ---------------------------------------------------------------------------------------------
 
 
+def replace_root(spec: DatasetSpec) -> DatasetSpec:
+    return dataclasses.replace(spec, root="")
+
+
 def test_shipped_configurations_parse(tmp_path):
     configs = sorted((ROOT / "configs").rglob("*.json"))
     assert len(configs) >= 5
@@ -772,6 +776,15 @@ def test_shipped_configurations_parse(tmp_path):
     ]
     assert hour == load_config(ROOT / "configs" / "toy.json", within_the_hour)
     assert hour.output_dir != toy.output_dir and hour.grounding.batch_size == toy.grounding.batch_size
+    # The look-alike pass goes on from the toy recipe's last checkpoint, on the same clips, with its clip stage
+    # alone (no main steps).
+    lookalike = load_config(ROOT / "configs" / "toy_lookalike.json")
+    assert lookalike.model.init == f"{toy.output_dir}/checkpoint-{toy.schedule.max_steps}"
+    assert [replace_root(spec) for spec in lookalike.train_data] == [
+        replace_root(spec) for spec in toy.train_data
+    ]
+    assert lookalike.clip_grounding.lookalike_clips > 0 and lookalike.schedule.max_steps == 0
+    assert lookalike.loss.prior_target == toy.loss.prior_target and lookalike.output_dir != toy.output_dir
     smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
     assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for
     with pytest.raises(ValueError, match="Unknown option"):
