@@ -180,10 +180,10 @@ def encoder_batch(clips: Sequence[TrainingClip]) -> tuple[torch.Tensor, torch.Te
     return images, torch.cat(ids), text_padding if bool(text_padding.any()) else None
 
 
-def endless_batches(
+def clip_loader(
     dataset: TrainingSet, batch_size: int, context: DistributedContext, seed: int, num_workers: int = 0
-) -> Iterator[list[TrainingClip]]:
-    """Batches of ``dataset`` (this process's share of each epoch's order), epoch after epoch."""
+) -> tuple[ResumableSampler, DataLoader]:
+    """This process's share of ``dataset`` in batches of clips, each epoch's order drawn from ``seed``."""
     sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
     loader = DataLoader(
         dataset,
@@ -193,6 +193,14 @@ def endless_batches(
         collate_fn=collate_clips,
         generator=torch.Generator().manual_seed(seed),
     )
+    return sampler, loader
+
+
+def endless_batches(
+    dataset: TrainingSet, batch_size: int, context: DistributedContext, seed: int, num_workers: int = 0
+) -> Iterator[list[TrainingClip]]:
+    """Batches of ``dataset`` (this process's share of each epoch's order), epoch after epoch."""
+    sampler, loader = clip_loader(dataset, batch_size, context, seed, num_workers)
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -234,15 +242,7 @@ def pretrain_grounding(
     """
     if spec.steps == 0:
         return []
-    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=spec.batch_size - spec.lookalike_clips,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_clips,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    sampler, loader = clip_loader(dataset, spec.batch_size - spec.lookalike_clips, context, seed, num_workers)
     lookalikes = None
     if spec.lookalike_clips:
         anchored = dataset.anchored_on_lookalikes() if isinstance(dataset, TrainingSet) else None

@@ -229,12 +229,16 @@ def lookalikes_in_view(clip: ToyClip, expression: ToyExpression, twins: bool = F
     return seen[rivals].any(0) if rivals else np.zeros(seen.shape[1], dtype=bool)
 
 
+def hidden_frames(clip: ToyClip, expression: ToyExpression) -> np.ndarray:
+    """(T,) bool: the frames where the expression's target is fully hidden (its mask empty)."""
+    truth = clip.target_masks(expression)
+    return ~truth.reshape(len(truth), -1).any(-1)
+
+
 def hidden_lookalikes(clip: ToyClip, expression: ToyExpression, twins: bool = False) -> list[bool]:
     """Per frame where the expression's target is fully hidden, in order: whether a look-alike (or with
     ``twins``, a twin) is in view (:func:`lookalikes_in_view`)."""
-    truth = clip.target_masks(expression)
-    empty = ~truth.reshape(len(truth), -1).any(-1)
-    return lookalikes_in_view(clip, expression, twins)[empty].tolist()
+    return lookalikes_in_view(clip, expression, twins)[hidden_frames(clip, expression)].tolist()
 
 
 def visible_shares(clip: ToyClip, expression: ToyExpression) -> np.ndarray:

@@ -26,7 +26,7 @@ from ...export import DAVIS_PALETTE
 from ..object_categories import object_meta_path
 from ..videos import HIDDEN_LOOKALIKE_FRAMES
 from .generator import generate_toy_clip
-from .referring import lookalikes_in_view
+from .referring import hidden_frames, lookalikes_in_view
 from .scene import ToyConfig
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ def with_new_defaults(record: dict | None) -> dict | None:
 def hidden_lookalike_frames(clip, expression, frame_names: list[str]) -> list[str]:
     """The frames where the expression's target is fully hidden while a look-alike (another shape that its
     words fit) is in view: what only the rest of the clip tells apart from a frame that shows the target."""
-    truth = clip.target_masks(expression)
-    hidden = ~truth.reshape(len(truth), -1).any(-1)
-    chosen = hidden & lookalikes_in_view(clip, expression)
+    chosen = hidden_frames(clip, expression) & lookalikes_in_view(clip, expression)
     return [name for name, hard in zip(frame_names, chosen) if hard]
 
 
