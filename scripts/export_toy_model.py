@@ -9,9 +9,9 @@ the same), their configuration and tokenizer, the run's configuration (its ``out
 The model card (``checkpoints/toy/README.md``) is written by hand from ``benchmarks/toy_model.py``'s figures.
 
 With ``--then RUN2`` (a run of ``configs/toy_lookalike.json``, which goes on from RUN's weights), the weights
-come from RUN2's last checkpoint, and RUN2's configuration and stage curves are written beside RUN's, named
-``lookalike_train_config.json`` and ``lookalike_clip_grounding_log.csv``. Without RUN, the folder's own
-run files (an earlier export of RUN) stay as they are.
+come from RUN2's last checkpoint, and RUN2's configuration and curves are written beside RUN's, named
+``lookalike_train_config.json``, ``lookalike_clip_grounding_log.csv`` and ``lookalike_training_log.csv`` (its
+main loop). Without RUN, the folder's own run files (an earlier export of RUN) stay as they are.
 
 Run: python scripts/export_toy_model.py [RUN_DIR] [--checkpoint checkpoint-N] [--output checkpoints/toy]
     [--recorded-output-dir runs/toy] [--then RUN2_DIR]
@@ -80,7 +80,7 @@ def main() -> None:
         type=Path,
         default=None,
         help="a second run that went on from RUN's weights (configs/toy_lookalike.json): the weights of its "
-        "last checkpoint, its configuration and its stages' curves",
+        "last checkpoint, its configuration and its curves",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -103,14 +103,16 @@ def main() -> None:
     )
     if source is not None:
         export_run_files(args.run, source, args.output, args.recorded_output_dir)
-    then_files = [f"{THEN_NAME}_{RUN_CONFIG}", *(f"{THEN_NAME}_{csv_name(log)}" for log in STAGE_LOGS)]
+    # The second run's main loop (when it has one) and stages, each as RUN's curve of the same name.
+    then_logs = ((MAIN_LOG, "training_log.csv"), *((log, csv_name(log)) for log in STAGE_LOGS))
+    then_files = [f"{THEN_NAME}_{RUN_CONFIG}", *(f"{THEN_NAME}_{name}" for _, name in then_logs)]
     for name in then_files:
         (args.output / name).unlink(missing_ok=True)  # an earlier export's
     if args.then is not None:
         then_config = json.loads((weights_source / RUN_CONFIG).read_text())
         then_config["output_dir"] = THEN_OUTPUT_DIR
         (args.output / then_files[0]).write_text(json.dumps(then_config, indent=2) + "\n")
-        for log, name in zip(STAGE_LOGS, then_files[1:]):
+        for (log, _), name in zip(then_logs, then_files[1:]):
             if (args.then / log).is_file():
                 write_curve(args.then / log, args.output / name, None)
     size = sum(f.stat().st_size for f in args.output.iterdir()) / 2**20

@@ -10,11 +10,12 @@ import hashlib
 import json
 import re
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from mpgsam2.datasets import DatasetSpec, RefYouTubeVOS, build_dataset, build_eval_set
+from mpgsam2.datasets import DatasetSpec, RefYouTubeVOS, build_dataset, build_eval_set, build_training_set
 from mpgsam2.datasets.toy import (
     COLOURS,
     KINDS,
@@ -322,6 +323,37 @@ def test_the_writer_lists_the_hidden_look_alike_frames_and_the_reader_anchors_cl
             del expression["hidden_lookalike_frames"]
     meta.write_text(json.dumps(written))
     assert RefYouTubeVOS(root, "train", num_frames=3).anchored_on_lookalikes() is None
+
+
+def test_a_dataset_spec_lists_the_anchored_view_beside_its_dataset(tmp_path):
+    config = {"num_videos": 10, "seed": 0, "max_expressions": 4, "expressions_per_object": 4}
+    spec = DatasetSpec(format="ytvos", root=str(tmp_path / "toy"), num_frames=3, toy=config)
+    plain = build_training_set([spec], None, False, 0)
+    listed = len(plain.anchored_on_lookalikes())
+    assert listed > 0
+    weighted = build_training_set([replace(spec, lookalike_repeat=2)], None, False, 0)
+    # The dataset, then its anchored view twice: every item after the dataset's own hides its target.
+    assert len(weighted) == len(plain) + 2 * listed
+    hidden = 0
+    for index in range(len(plain), len(weighted), 7):
+        raw = weighted.datasets[1 + (index - len(plain)) // listed].raw_item((index - len(plain)) % listed)
+        hidden += not raw.visible.all()
+        assert raw.source.startswith("ytvos:") and np.array_equal(raw.frames, weighted[index].frames)
+    assert hidden >= 0.8 * len(range(len(plain), len(weighted), 7))
+    # A grounding stage's anchored view of it anchors each dataset once, as without the repeat.
+    assert len(weighted.anchored_on_lookalikes()) == listed
+    with pytest.raises(ValueError, match="lookalike_repeat"):
+        DatasetSpec(format="ytvos", root=str(tmp_path), lookalike_repeat=-1)
+    with pytest.raises(ValueError, match="lookalike_repeat"):
+        DatasetSpec(format="refcoco", root=str(tmp_path), lookalike_repeat=1)
+    meta = toy_meta_path(tmp_path / "toy", "train")
+    written = json.loads(meta.read_text())
+    for entry in written["videos"].values():
+        for expression in entry["expressions"].values():
+            del expression["hidden_lookalike_frames"]
+    meta.write_text(json.dumps(written))
+    with pytest.raises(ValueError, match="lookalike_repeat needs .* delete it"):
+        build_training_set([replace(spec, lookalike_repeat=1)], None, False, 0)
 
 
 def test_a_dataset_spec_writes_the_toy_data_once_and_refuses_other_options(tmp_path):

@@ -237,8 +237,9 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert "loss_cell_choice" in curves["clip_grounding"][0].split(",")  # configs/toy.json's cell choice
     assert len(curves["grounding"]) == len(curves["clip_grounding"]) == 3 and len(curves["training"]) == 4
 
-    # configs/toy_lookalike.json goes on from that run: its clip stage alone, half of each step's windows
-    # anchored on a frame where the target hides while a look-alike shows; SAM 2 is left as it was.
+    # configs/toy_lookalike.json goes on from that run: its clip stage, three of each step's four windows
+    # anchored on a frame where the target hides while a look-alike shows (SAM 2 left as it was), then main
+    # steps on windows of the data and its anchored view, with BEiT-3 and the mask prior generator held.
     then = tmp_path / "lookalike"
     overrides = [
         f"output_dir={then}",
@@ -251,16 +252,21 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
         "data.eval.toy.max_expressions=2",
         "clip_grounding.steps=2",
         "clip_grounding.num_frames=3",
+        "train.max_steps=2",
         "train.log_every=1",
     ]
     second = load_config(ROOT / "configs" / "toy_lookalike.json", overrides)
-    assert second.clip_grounding.lookalike_clips > 0 and second.schedule.max_steps == 0
-    assert train(second)["steps"] == 0
+    assert second.clip_grounding.lookalike_clips > 0 and second.train_data[0].lookalike_repeat > 0
+    assert second.optim.lr_encoder == second.optim.lr_prior == 0 < second.optim.lr
+    assert train(second)["steps"] == 2
     assert [entry["step"] for entry in read_log(then / "clip_grounding_log.jsonl")] == [1, 2]
-    went_on = load_model(then / "checkpoint-stages", device="cpu").state_dict()
+    grounded = load_model(then / "checkpoint-stages", device="cpu").state_dict()
     before = loaded.state_dict()
-    changed = {name for name, value in went_on.items() if not torch.equal(value, before[name])}
+    changed = {name for name, value in grounded.items() if not torch.equal(value, before[name])}
     assert changed and all(name.startswith(("multimodal_encoder.", "mask_prior.")) for name in changed)
+    went_on = load_model(then / "checkpoint-2", device="cpu").state_dict()
+    changed = {name for name, value in went_on.items() if not torch.equal(value, grounded[name])}
+    assert changed and not any(name.startswith(("multimodal_encoder.", "mask_prior.")) for name in changed)
     subprocess.run([sys.executable, str(script), "--then", str(then), "--output", str(out)], check=True)
     exported = load_model(out, device="cpu").state_dict()
     for name, value in went_on.items():
@@ -273,6 +279,7 @@ def test_the_toy_configuration_trains_and_its_checkpoint_loads(tmp_path):
     assert recorded.output_dir == load_config(ROOT / "configs" / "toy_lookalike.json").output_dir
     assert load_config(out / "lookalike_train_config.json", [f"output_dir={then}"]) == second
     assert len((out / "lookalike_clip_grounding_log.csv").read_text().splitlines()) == 3
+    assert len((out / "lookalike_training_log.csv").read_text().splitlines()) == 3
 
 
 def test_the_toy_benchmark_scores_a_checkpoint_on_held_out_clips(toy_model, tmp_path):

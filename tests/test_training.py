@@ -648,6 +648,43 @@ def test_the_grounding_stage_can_anchor_a_share_of_its_clips_on_hidden_look_alik
 
 
 @pytest.mark.slow
+def test_the_main_loop_trains_on_the_anchored_windows_that_a_dataset_spec_lists(tmp_path, monkeypatch):
+    toy = {"num_videos": 10, "seed": 0, "max_expressions": 4, "expressions_per_object": 4}
+    entry = {"format": "ytvos", "root": str(tmp_path / "toy"), "num_frames": 3, "toy": toy}
+    windows: list[tuple[str, list[bool]]] = []
+    real_forward = TrainingForward.forward
+
+    def forward(self, clips, num_boxes):
+        windows.extend((clip.source, clip.visible.tolist()) for clip in clips)
+        return real_forward(self, clips, num_boxes)
+
+    monkeypatch.setattr(TrainingForward, "forward", forward)
+    hidden = {}
+    for repeat in (0, 30):
+        config = TrainConfig.from_dict(
+            {
+                "output_dir": str(tmp_path / f"run{repeat}"),
+                "model": {"init": "test", "seed": 0},
+                "data": {"train": [{**entry, "lookalike_repeat": repeat}]},
+                "train": {
+                    "max_steps": 3,
+                    "batch_size": 4,
+                    "num_workers": 0,
+                    "device": "cpu",
+                    "augment": False,
+                },
+            }
+        )
+        windows.clear()
+        summary = train(config)
+        assert summary["steps"] == 3 and all(np.isfinite(h["loss"]) for h in summary["history"])
+        assert len(windows) == 12
+        hidden[repeat] = sum(not all(visible) for _, visible in windows)
+    # With the anchored view listed 30 times beside the data, most windows hide their target on a frame.
+    assert hidden[30] >= 9 and hidden[30] > hidden[0]
+
+
+@pytest.mark.slow
 def test_a_run_grounds_first_and_a_resumed_run_does_not_ground_again(data_root, tmp_path):
     config = smoke_config(tmp_path / "run", data_root, max_steps=2, save_every_steps=1)
     config = dataclasses.replace(config, eval_data=None, grounding=GroundingSpec(steps=3, batch_size=2))
@@ -776,14 +813,16 @@ def test_shipped_configurations_parse(tmp_path):
     ]
     assert hour == load_config(ROOT / "configs" / "toy.json", within_the_hour)
     assert hour.output_dir != toy.output_dir and hour.grounding.batch_size == toy.grounding.batch_size
-    # The look-alike pass goes on from the toy recipe's last checkpoint, on the same clips, with its clip stage
-    # alone (no main steps).
+    # The look-alike pass goes on from the toy recipe's last checkpoint, on the same clips: its clip stage, then
+    # main steps that train SAM 2 alone.
     lookalike = load_config(ROOT / "configs" / "toy_lookalike.json")
     assert lookalike.model.init == f"{toy.output_dir}/checkpoint-{toy.schedule.max_steps}"
-    assert [replace_root(spec) for spec in lookalike.train_data] == [
+    # The same clips; the main steps also read the anchored view, with BEiT-3 and the prior generator held.
+    assert [dataclasses.replace(replace_root(spec), lookalike_repeat=0) for spec in lookalike.train_data] == [
         replace_root(spec) for spec in toy.train_data
     ]
-    assert lookalike.clip_grounding.lookalike_clips > 0 and lookalike.schedule.max_steps == 0
+    assert lookalike.train_data[0].lookalike_repeat > 0 and lookalike.clip_grounding.lookalike_clips > 0
+    assert lookalike.schedule.max_steps > 0 and lookalike.optim.lr_encoder == lookalike.optim.lr_prior == 0
     assert lookalike.loss.prior_target == toy.loss.prior_target and lookalike.output_dir != toy.output_dir
     smoke = load_config(ROOT / "configs" / "cpu_smoke.json")
     assert smoke.grounding.steps == smoke.clip_grounding.steps == 0  # off unless asked for

@@ -15,7 +15,7 @@ from .samples import RawClip
 from .synthetic import write_synthetic_refcoco, write_synthetic_videos
 from .toy import prepare_toy_split
 from .toy.writer import no_wait
-from .videos import VIDEO_DATASETS, ReferringVideoDataset
+from .videos import HIDDEN_LOOKALIKE_FRAMES, VIDEO_DATASETS, ReferringVideoDataset
 
 #: What a training or evaluation dataset can be: a benchmark's video folders, or COCO-style RefCOCO.
 DATASET_FORMATS = (*VIDEO_FORMATS, "refcoco")
@@ -31,6 +31,10 @@ class DatasetSpec:
     unless that split is there: ``num_videos``, ``seed``, ``jpeg_quality`` and fields of
     :class:`mpgsam2.datasets.toy.ToyConfig`, e.g. ``{"num_videos": 2000, "seed": 0, "num_frames": 10}``.
     ``repeat``: how many times the dataset is listed when several are concatenated (sampling weight).
+    ``lookalike_repeat``: how many times its view anchored on the frames where a target is hidden while a
+    look-alike is in view (:meth:`ReferringVideoDataset.anchored_on_lookalikes`) is listed beside it, so that
+    the main loop's windows hold such frames more often than the data's own share of them (the grounding
+    stages read the data without it and weigh those frames by their own ``lookalike_share``).
     """
 
     format: str
@@ -41,6 +45,7 @@ class DatasetSpec:
     lowercase: bool | None = None  # default: True for videos, False for RefCOCO (as the official code)
     max_items: int | None = None  # videos (video formats) or expressions per file (RefCOCO)
     repeat: int = 1
+    lookalike_repeat: int = 0
     synthetic: bool = False
     toy: dict | None = None
     # Evaluation only: frames per independent clip (MeViS: 24); None = whole videos.
@@ -52,6 +57,8 @@ class DatasetSpec:
             raise ValueError(f"Unknown dataset format {self.format!r}; choose one of {DATASET_FORMATS}.")
         if self.num_frames < 1 or self.repeat < 1:
             raise ValueError("num_frames and repeat must be at least 1.")
+        if self.lookalike_repeat < 0 or (self.lookalike_repeat and self.format == "refcoco"):
+            raise ValueError("lookalike_repeat must be at least 0, and 0 for RefCOCO (it has no videos).")
         if self.toy is not None and (self.format != "ytvos" or self.synthetic):
             raise ValueError("Toy datasets are written in the ytvos layout, and not as synthetic ones too.")
 
@@ -141,9 +148,12 @@ class TrainingSet(ConcatDataset):
 
     def anchored_on_lookalikes(self) -> TrainingSet | None:
         """The items of its video datasets anchored on the frames where the target is hidden with a look-alike
-        in view (:meth:`ReferringVideoDataset.anchored_on_lookalikes`), or None when no dataset records one."""
+        in view (:meth:`ReferringVideoDataset.anchored_on_lookalikes`), or None when no dataset records one.
+        Views already listed (``lookalike_repeat``) are not anchored again: each dataset weighs its ``repeat``."""
         views = [
-            d.anchored_on_lookalikes() if isinstance(d, ReferringVideoDataset) else None
+            d.anchored_on_lookalikes()
+            if isinstance(d, ReferringVideoDataset) and not d.is_anchored_view
+            else None
             for d in self.datasets
         ]
         views = [view for view in views if view is not None]
@@ -160,6 +170,15 @@ def build_training_set(
     for spec in specs:
         dataset = build_dataset(spec, transform, augment, seed)
         datasets += [dataset] * spec.repeat
+        if spec.lookalike_repeat:
+            anchored = dataset.anchored_on_lookalikes()
+            if anchored is None:
+                raise ValueError(
+                    f"lookalike_repeat needs a split that lists the frames where each target is hidden with a "
+                    f"look-alike in view ({HIDDEN_LOOKALIKE_FRAMES!r}); {spec.root} lists none. A toy split "
+                    "written by an older version lacks them: delete it to have it written again."
+                )
+            datasets += [anchored] * spec.lookalike_repeat
     return TrainingSet(datasets)
 
 

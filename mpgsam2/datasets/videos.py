@@ -80,6 +80,7 @@ class ReferringVideoDataset(Dataset):
         # object ids (None: unannotated), added to every clip when set
         # (:func:`mpgsam2.training.kept_heads.label_stage_frames`).
         self.patch_labeller: Callable[[str, np.ndarray | None], torch.Tensor] | None = None
+        self.is_anchored_view = False  # set on the views of :meth:`anchored_on_lookalikes`
         self.items = [
             (video, exp_id, anchor)
             for video, entry in self.meta.items()
@@ -108,6 +109,7 @@ class ReferringVideoDataset(Dataset):
             return None
         view = copy.copy(self)
         view.items = items
+        view.is_anchored_view = True
         return view
 
     def set_epoch(self, epoch: int) -> None:

@@ -154,9 +154,13 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
             if not stage.steps:
                 continue
             grounding_set = dataset
-            if stage.num_frames:
+            # The stages anchor windows on look-alike frames by their own lookalike_share, not the data's repeat.
+            if stage.num_frames or any(spec.lookalike_repeat for spec in config.train_data):
                 grounding_set = build_training_set(
-                    [replace(spec, num_frames=stage.num_frames) for spec in config.train_data],
+                    [
+                        replace(spec, num_frames=stage.num_frames or spec.num_frames, lookalike_repeat=0)
+                        for spec in config.train_data
+                    ],
                     transform,
                     schedule.augment,
                     schedule.seed,
