@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..datasets.object_categories import (
     DIRECTIONS,
@@ -36,7 +35,7 @@ from ..datasets.object_categories import (
 from ..datasets.registry import DatasetSpec, TrainingSet, prepare_generated
 from ..modeling.model import MPGSAM2
 from ..tokenizer import ExpressionTokenizer
-from .distributed import DistributedContext, ResumableSampler, wrap_distributed
+from .distributed import DistributedContext, resumable_loader, wrap_distributed
 from .optim import learning_rate_factor, set_learning_rates
 from .stage_log import StageLog
 
@@ -213,14 +212,7 @@ def categories_batches(
     ``start``: batches already drawn (by every process alike), skipped without reading them, so that a
     resumed run goes on with the batches an uninterrupted one would have drawn.
     """
-    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    sampler, loader = resumable_loader(dataset, batch_size, context, seed, num_workers)
     per_epoch = len(loader)  # the epoch's batches of one process
     epoch, skipped = divmod(start, per_epoch)
     while True:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..devices import pick_device
 
@@ -94,6 +94,31 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return math.ceil(max(0, len(self.dataset) - self.consumed) / self.num_replicas)
+
+
+def resumable_loader(
+    dataset: Dataset,
+    batch_size: int,
+    context: DistributedContext,
+    seed: int,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+) -> tuple[ResumableSampler, DataLoader]:
+    """This process's share of ``dataset`` in batches, each epoch's order drawn from ``seed``
+    (:class:`ResumableSampler`: call its ``set_epoch`` before each epoch)."""
+    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        pin_memory=context.device.type == "cuda",
+        # Its own generator: creating an epoch's iterator must not draw from the global RNG, so that a
+        # resumed run continues with the same random draws as an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return sampler, loader
 
 
 def barrier(context: DistributedContext) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
@@ -28,7 +27,7 @@ from ..modeling.beit3 import BEiT3Output
 from ..modeling.model import MPGSAM2
 from .distributed import (
     DistributedContext,
-    ResumableSampler,
+    resumable_loader,
     wrap_distributed,
 )
 from .forward import forward_backward
@@ -180,27 +179,11 @@ def encoder_batch(clips: Sequence[TrainingClip]) -> tuple[torch.Tensor, torch.Te
     return images, torch.cat(ids), text_padding if bool(text_padding.any()) else None
 
 
-def clip_loader(
-    dataset: TrainingSet, batch_size: int, context: DistributedContext, seed: int, num_workers: int = 0
-) -> tuple[ResumableSampler, DataLoader]:
-    """This process's share of ``dataset`` in batches of clips, each epoch's order drawn from ``seed``."""
-    sampler = ResumableSampler(dataset, context.world_size, context.rank, seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        collate_fn=collate_clips,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return sampler, loader
-
-
 def endless_batches(
     dataset: TrainingSet, batch_size: int, context: DistributedContext, seed: int, num_workers: int = 0
 ) -> Iterator[list[TrainingClip]]:
     """Batches of ``dataset`` (this process's share of each epoch's order), epoch after epoch."""
-    sampler, loader = clip_loader(dataset, batch_size, context, seed, num_workers)
+    sampler, loader = resumable_loader(dataset, batch_size, context, seed, num_workers, collate_clips)
     for epoch in itertools.count():
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
@@ -242,7 +225,9 @@ def pretrain_grounding(
     """
     if spec.steps == 0:
         return []
-    sampler, loader = clip_loader(dataset, spec.batch_size - spec.lookalike_clips, context, seed, num_workers)
+    sampler, loader = resumable_loader(
+        dataset, spec.batch_size - spec.lookalike_clips, context, seed, num_workers, collate_clips
+    )
     lookalikes = None
     if spec.lookalike_clips:
         anchored = dataset.anchored_on_lookalikes() if isinstance(dataset, TrainingSet) else None

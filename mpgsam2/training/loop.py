@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader
 
 from ..datasets import ClipTransform, build_training_set, collate_clips
 from ..datasets.registry import prepare_generated
@@ -29,10 +28,10 @@ from .categories import (
 )
 from .distributed import (
     DistributedContext,
-    ResumableSampler,
     barrier,
     init_distributed,
     mean_over_processes,
+    resumable_loader,
     wrap_distributed,
 )
 from .evaluate import evaluate_model
@@ -198,17 +197,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict:
                     "name": "categories",
                 }
             )
-        sampler = ResumableSampler(dataset, context.world_size, context.rank, schedule.seed)
-        loader = DataLoader(
-            dataset,
-            batch_size=schedule.batch_size,
-            sampler=sampler,
-            num_workers=schedule.num_workers,
-            collate_fn=collate_clips,
-            pin_memory=context.device.type == "cuda",
-            # Its own generator: creating an epoch's iterator must not draw from the global RNG, so that a
-            # resumed run continues with the same dropout draws as an uninterrupted one.
-            generator=torch.Generator().manual_seed(schedule.seed),
+        sampler, loader = resumable_loader(
+            dataset, schedule.batch_size, context, schedule.seed, schedule.num_workers, collate_clips
         )
         forward = TrainingForward(model, config.loss, schedule.precision, schedule.gradient_checkpointing)
         if categories_head is not None:
