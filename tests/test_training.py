@@ -57,7 +57,7 @@ from mpgsam2.training import (
     train,
     video_forward,
 )
-from mpgsam2.training.grounding import encoder_batch
+from mpgsam2.training.grounding import CLIP_GROUNDING_LOG, encoder_batch
 from mpgsam2.training.losses import prior_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -588,8 +588,11 @@ def test_the_grounding_stage_takes_its_own_prior_cell_target(data_root, train_to
     torch.testing.assert_close(rooted["loss_prior"], expected, rtol=1e-4, atol=1e-5)
     # Partly covered cells exist on these clips, so the square root changes the targets and the loss.
     assert not torch.allclose(rooted["loss_prior"], plain["loss_prior"])
-    with pytest.raises(ValueError, match="grounding.prior_target"):
+    with pytest.raises(ValueError, match="prior_target must be one of"):
         GroundingSpec(prior_target="square")
+    # One class serves both stages: a run's configuration names the section whose setting is wrong.
+    with pytest.raises(ValueError, match=r"^clip_grounding\.prior_target must be one of"):
+        TrainConfig.from_dict({"output_dir": "x", "clip_grounding": {"prior_target": "square"}})
 
 
 def test_the_grounding_stage_passes_its_prior_cell_target_to_its_loss(data_root, train_tokenizer, tmp_path):
@@ -643,8 +646,22 @@ def test_the_grounding_stage_can_anchor_a_share_of_its_clips_on_hidden_look_alik
                                transform, False, 0)  # fmt: skip
     with pytest.raises(ValueError, match="look-alike in view.*delete it"):
         pretrain_grounding(model, stage, plain, DistributedContext(), tmp_path / "plain")
-    with pytest.raises(ValueError, match="lookalike_share"):
+    with pytest.raises(ValueError, match=r"^clip_grounding\.lookalike_share needs training data"):
+        pretrain_grounding(
+            model, stage, plain, DistributedContext(), tmp_path / "plain", log_name=CLIP_GROUNDING_LOG
+        )
+    with pytest.raises(
+        ValueError, match="gives 2 anchored and 0 drawn as usual; choose a share of 0.5, or more clips a step"
+    ):
         GroundingSpec(steps=1, batch_size=2, lookalike_share=0.9)
+    # The message says which shares fit the clips of a step, and names the stage's section.
+    with pytest.raises(
+        ValueError, match=r"^clip_grounding\.lookalike_share 0\.9 of 4 .* from 0\.25 to 0\.75"
+    ):
+        TrainConfig.from_dict(
+            {"output_dir": "x", "clip_grounding": {"batch_size": 4, "lookalike_share": 0.9}}
+        )
+    assert GroundingSpec(batch_size=8, lookalike_share=0.875).lookalike_clips == 7
 
 
 @pytest.mark.slow

@@ -85,16 +85,23 @@ class GroundingSpec:
         return round(self.batch_size * self.lookalike_share)
 
     def __post_init__(self) -> None:
-        check_prior_target(self.prior_target, "grounding.prior_target")
+        check_prior_target(self.prior_target, "prior_target")
         if self.lookalike_share and not 1 <= self.lookalike_clips < self.batch_size:
+            size = self.batch_size
+            if size < 2:
+                choice = "set batch_size to at least 2"
+            else:
+                shares = f"of {1 / size:g}" if size == 2 else f"from {1 / size:g} to {(size - 1) / size:g}"
+                choice = f"choose a share {shares}, or more clips a step (batch_size)"
             raise ValueError(
-                f"grounding.lookalike_share {self.lookalike_share} of {self.batch_size} clips a step gives "
-                f"{self.lookalike_clips}; choose a share that leaves at least one clip of each kind."
+                f"lookalike_share {self.lookalike_share} of {size} clips a step gives {self.lookalike_clips} "
+                f"anchored and {size - self.lookalike_clips} drawn as usual; {choice}, so that each kind "
+                "has at least one clip."
             )
         weights = (self.steps, self.warmup_steps, self.num_frames, self.cell_choice, self.categories)
         if min(weights) < 0 or self.batch_size < 1:
             raise ValueError(
-                "grounding.steps, warmup_steps, num_frames, cell_choice and categories must be at least 0, "
+                "steps, warmup_steps, num_frames, cell_choice and categories must be at least 0, "
                 "batch_size at least 1."
             )
 
@@ -225,6 +232,7 @@ def pretrain_grounding(
     """
     if spec.steps == 0:
         return []
+    section = log_name.removesuffix("_log.jsonl")  # the run's section: grounding or clip_grounding
     sampler, loader = resumable_loader(
         dataset, spec.batch_size - spec.lookalike_clips, context, seed, num_workers, collate_clips
     )
@@ -233,13 +241,13 @@ def pretrain_grounding(
         anchored = dataset.anchored_on_lookalikes() if isinstance(dataset, TrainingSet) else None
         if anchored is None:
             raise ValueError(
-                "grounding.lookalike_share needs training data that lists the frames where each target is "
+                f"{section}.lookalike_share needs training data that lists the frames where each target is "
                 f"hidden with a look-alike in view (the toy writer's {HIDDEN_LOOKALIKE_FRAMES!r}); a toy split "
                 "written by an older version lacks them: delete it to have it written again."
             )
         lookalikes = endless_batches(anchored, spec.lookalike_clips, context, seed + 1, num_workers)
     if spec.categories and kept is None:
-        raise ValueError("grounding.categories needs the categories stage's head (categories.steps > 0).")
+        raise ValueError(f"{section}.categories needs the categories stage's head (categories.steps > 0).")
     parameters = grounding_parameters(model)
     if spec.categories:
         parameters += [p for p in kept.forward.heads().parameters() if p.requires_grad]
@@ -250,7 +258,7 @@ def pretrain_grounding(
     if spec.categories:
         forward = kept.around(forward, spec.categories)
     module = wrap_distributed(forward, context, find_unused_parameters=True)
-    stage = log_name.removesuffix("_log.jsonl").replace("_", " ")
+    stage = section.replace("_", " ")
     logger.info(
         "Pre-training (%s): %d steps of %d clip(s) per process (%d on a look-alike frame), %.2f M parameters",
         stage,

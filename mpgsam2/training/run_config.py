@@ -162,7 +162,13 @@ class TrainConfig:
         for key, kind in sections.items():
             values = dict(data.get(key) or {})
             _check_keys(key, values, [f.name for f in dataclasses.fields(kind)])
-            parsed[key] = kind(**values)
+            try:
+                parsed[key] = kind(**values)
+            except ValueError as error:
+                if kind is not GroundingSpec:
+                    raise
+                # One class serves two sections, so its messages name the setting and this names the section.
+                raise ValueError(f"{key}.{error}") from None
         data_section = dict(data.get("data") or {})
         _check_keys("data", data_section, ["train", "eval"])
         output_dir = str(data["output_dir"])
