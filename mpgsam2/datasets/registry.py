@@ -15,7 +15,7 @@ from .samples import RawClip
 from .synthetic import write_synthetic_refcoco, write_synthetic_videos
 from .toy import prepare_toy_split
 from .toy.writer import no_wait
-from .videos import HIDDEN_LOOKALIKE_FRAMES, VIDEO_DATASETS, ReferringVideoDataset
+from .videos import VIDEO_DATASETS, ReferringVideoDataset, no_lookalike_frames
 
 #: What a training or evaluation dataset can be: a benchmark's video folders, or COCO-style RefCOCO.
 DATASET_FORMATS = (*VIDEO_FORMATS, "refcoco")
@@ -173,11 +173,7 @@ def build_training_set(
         if spec.lookalike_repeat:
             anchored = dataset.anchored_on_lookalikes()
             if anchored is None:
-                raise ValueError(
-                    f"lookalike_repeat needs a split that lists the frames where each target is hidden with a "
-                    f"look-alike in view ({HIDDEN_LOOKALIKE_FRAMES!r}); {spec.root} lists none. A toy split "
-                    "written by an older version lacks them: delete it to have it written again."
-                )
+                raise no_lookalike_frames("lookalike_repeat", f"a split ({spec.root})")
             datasets += [anchored] * spec.lookalike_repeat
     return TrainingSet(datasets)
 

@@ -32,6 +32,15 @@ MAX_RESAMPLES = 100
 HIDDEN_LOOKALIKE_FRAMES = "hidden_lookalike_frames"
 
 
+def no_lookalike_frames(setting: str, data: str = "training data") -> ValueError:
+    """The refusal of ``setting`` on ``data`` that lists no :data:`HIDDEN_LOOKALIKE_FRAMES` (to raise)."""
+    return ValueError(
+        f"{setting} needs {data} that lists the frames where each target is hidden with a look-alike in view "
+        f"(the toy writer's {HIDDEN_LOOKALIKE_FRAMES!r}); a toy split written by an older version lacks them: "
+        "delete it to have it written again."
+    )
+
+
 def training_text(text: str, lowercase: bool) -> str:
     """The official training clean-up: the one expression rule, then lower case (inference keeps the case)."""
     cleaned = clean_expression(text)

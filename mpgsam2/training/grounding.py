@@ -22,7 +22,7 @@ from torch import nn
 
 from ..datasets import TrainingClip, collate_clips
 from ..datasets.registry import TrainingSet
-from ..datasets.videos import HIDDEN_LOOKALIKE_FRAMES
+from ..datasets.videos import no_lookalike_frames
 from ..modeling.beit3 import BEiT3Output
 from ..modeling.model import MPGSAM2
 from .distributed import (
@@ -240,11 +240,7 @@ def pretrain_grounding(
     if spec.lookalike_clips:
         anchored = dataset.anchored_on_lookalikes() if isinstance(dataset, TrainingSet) else None
         if anchored is None:
-            raise ValueError(
-                f"{section}.lookalike_share needs training data that lists the frames where each target is "
-                f"hidden with a look-alike in view (the toy writer's {HIDDEN_LOOKALIKE_FRAMES!r}); a toy split "
-                "written by an older version lacks them: delete it to have it written again."
-            )
+            raise no_lookalike_frames(f"{section}.lookalike_share")
         lookalikes = endless_batches(anchored, spec.lookalike_clips, context, seed + 1, num_workers)
     if spec.categories and kept is None:
         raise ValueError(f"{section}.categories needs the categories stage's head (categories.steps > 0).")
